@@ -1,0 +1,348 @@
+"""The calling side of the wire: creations, calls, results and the object store.
+
+Every rank is a caller (the driver, and any instance that creates or calls instances).
+Creation asks the scheduler on rank 0 for a rank; the creator then sends the constructor and
+every call straight to that rank, so calls never pass through rank 0. Its mirror is host.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import traceback
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from . import errors
+from .errors import CancelError, InstanceExitedError, ResourceError, YRRuntimeError, YRTypeError
+from .objectref import ObjectRef, Slot
+from .options import InvokeOptions
+from .wire import dumps
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+
+def error_info(exc: BaseException, origin: str) -> tuple:
+    """A picklable description of an exception that crosses the wire."""
+    try:
+        blob = cloudpickle.dumps(exc)
+    except Exception:
+        blob = None
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    code = getattr(exc, "code", 0) if isinstance(exc, errors.YRError) else 0
+    return (type(exc).__name__, str(exc), tb, origin, blob, code)
+
+
+def error_from_info(info: tuple) -> BaseException:
+    type_name, message, tb, origin, blob, code = info
+    cause = None
+    if blob is not None:
+        try:
+            cause = cloudpickle.loads(blob)
+        except Exception:
+            cause = None
+    if isinstance(cause, errors.YRError):  # a runtime error stays what it is (code and class)
+        return cause
+    return errors.invoke_error(cause, type_name, message, tb, origin)
+
+
+@dataclass
+class InstanceState:
+    """What this rank knows of one instance; shared by all its handles here."""
+
+    iid: int
+    cls_name: str
+    methods: dict[str, int]
+    rank: int | None = None
+    owned_here: bool = False
+    ended: BaseException | None = None
+    pending: list = field(default_factory=list)  # encoded messages waiting for placement
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    handles: int = 0
+    escaped: bool = False
+    oneshot: bool = False
+
+
+class Objects:
+    """This rank's object store: refs it owns that escaped to other ranks, and fetches."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.pinned: dict[int, ObjectRef] = {}
+        self.remote: weakref.WeakValueDictionary[int, ObjectRef] = weakref.WeakValueDictionary()
+        self._fetching: dict[int, Slot] = {}
+
+    def pin(self, ref: ObjectRef) -> None:
+        """A ref that leaves this rank keeps its value here until finalize (others may fetch)."""
+        if ref.owner == self.rt.rank:
+            self.pinned[ref.id] = ref
+
+    def ref_from_wire(self, ref_id: int, owner: int) -> ObjectRef:
+        if owner == self.rt.rank and ref_id in self.pinned:
+            return self.pinned[ref_id]
+        ref = self.remote.get(ref_id)
+        if ref is None:
+            ref = ObjectRef(ref_id, owner, Slot())
+            self.remote[ref_id] = ref
+        return ref
+
+    def ensure_fetch(self, ref: ObjectRef) -> None:
+        slot = ref._slot
+        if ref.owner == self.rt.rank or slot.done() or slot.fetching:
+            return
+        slot.fetching = True
+        self._fetching[ref.id] = slot
+        self.rt.send(ref.owner, ("fetch", ref.id, self.rt.rank))
+
+    def on_fetch(self, ref_id: int, requester: int) -> None:
+        ref = self.pinned.get(ref_id)
+        if ref is None:
+            err = YRRuntimeError(f"object {ref_id:x} is not held by rank {self.rt.rank} (released?)")
+            self.rt.send(requester, ("value", ref_id, False, error_info(err, f"rank {self.rt.rank}")))
+            return
+
+        def reply(slot: Slot) -> None:
+            if slot.error is not None:
+                msg = ("value", ref_id, False, error_info(slot.error, f"rank {self.rt.rank}"))
+            else:
+                msg = ("value", ref_id, True, slot.value)
+            self.rt.send(requester, msg)
+
+        ref._slot.add_callback(reply)
+
+    def on_value(self, ref_id: int, ok: bool, payload: Any) -> None:
+        slot = self._fetching.pop(ref_id, None)
+        if slot is None:
+            return
+        if ok:
+            slot.set_result(payload)
+        else:
+            slot.set_error(error_from_info(payload))
+
+    def put(self, obj: Any) -> ObjectRef:
+        slot = Slot()
+        slot.set_result(obj)
+        return ObjectRef(self.rt.new_id(), self.rt.rank, slot)
+
+
+@dataclass
+class PendingCall:
+    call_id: int
+    refs: list[ObjectRef]
+    state: InstanceState
+    nret: int
+    resubmit: Any = None  # stateless calls: submit(pending) runs the call again, on a new instance
+    retries_left: int = 0
+
+    @property
+    def slots(self) -> list[Slot]:
+        return [ref._slot for ref in self.refs]
+
+
+class Caller:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.instances: dict[int, InstanceState] = {}
+        self.calls: dict[int, PendingCall] = {}
+        self._shipped: set[tuple[int, str]] = set()
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+
+    # -- creation --------------------------------------------------------------------------
+    def create(
+        self,
+        cls: type,
+        cls_key: str,
+        methods: dict[str, int],
+        args: tuple,
+        kwargs: dict,
+        opts: InvokeOptions,
+        owner: int | None,
+        oneshot: bool = False,
+        label: str | None = None,
+    ) -> InstanceState:
+        """Ask the scheduler for a rank; the constructor follows when it answers."""
+        rt = self.rt
+        iid = rt.new_id()
+        try:
+            init_blob = dumps((args, kwargs))
+        except Exception as exc:
+            raise YRTypeError(f"arguments of {cls.__qualname__}() cannot be pickled: {exc}") from exc
+        label = label or cls.__qualname__
+        state = InstanceState(iid, label, methods, owned_here=True, oneshot=oneshot)
+        state.pending.append(("construct", cls, cls_key, init_blob, opts, owner))
+        self.instances[iid] = state
+        spec = {
+            "cls": label,
+            "cpu": opts.cpu,
+            "memory": opts.memory,
+            "custom": dict(opts.custom_resources),
+            "name": opts.name,
+            "namespace": opts.namespace or "",
+            "get_if_exists": opts.get_if_exists,
+            "detached": opts.detached,
+            "policy": opts.placement,
+            "timeout_ms": opts.schedule_timeout_ms,
+            "oneshot": oneshot,
+            "recover": opts.recover_retry_times,
+            "methods": methods,
+        }
+        rt.send(0, ("create", iid, rt.rank, owner, spec))
+        return state
+
+    def on_placed(self, iid: int, rank: int, actual_iid: int | None = None) -> None:
+        """The scheduler chose `rank`; send the constructor, then calls queued meanwhile."""
+        state = self.instances.get(iid)
+        if state is None:
+            return
+        if actual_iid is not None and actual_iid != iid:  # get_if_exists found a live one
+            state.pending = [m for m in state.pending if m[0] != "construct"]
+            self.instances.pop(iid, None)
+            state.iid = actual_iid
+            state.owned_here = False
+            self.instances[actual_iid] = state
+            iid = actual_iid
+        with state.lock:
+            state.rank = rank
+            pending, state.pending = state.pending, []
+            for item in pending:
+                if item[0] == "construct":
+                    self._send_construct(state, rank, *item[1:])
+                else:
+                    self.rt.wire.send_encoded(rank, *item)
+            if pending and rank == self.rt.rank:
+                self.rt.progress.kick()
+
+    def _send_construct(
+        self, state: InstanceState, rank: int, cls: type, cls_key: str, init_blob: bytes,
+        opts: InvokeOptions, owner: int | None,
+    ) -> None:
+        blob = None
+        if (rank, cls_key) not in self._shipped:
+            blob = cloudpickle.dumps(cls)
+            self._shipped.add((rank, cls_key))
+        options = {"concurrency": opts.concurrency, "recover": opts.recover_retry_times,
+                   "oneshot": state.oneshot, "label": state.cls_name}
+        msg = ("construct", state.iid, owner, self.rt.rank, cls_key, blob, init_blob, options)
+        self.rt.wire.send_encoded(rank, *self.rt.wire.encode(msg))
+
+    def on_create_failed(self, iid: int, code: int, message: str) -> None:
+        state = self.instances.get(iid)
+        if state is None:
+            return
+        cls = ResourceError if code == errors.ERR_RESOURCE_NOT_ENOUGH else YRRuntimeError
+        self.end_instance(state, cls(message, code))
+
+    def end_instance(self, state: InstanceState, error: BaseException) -> None:
+        """Fail everything still waiting on this instance here."""
+        with state.lock:
+            if state.ended is None:
+                state.ended = error
+            state.pending = []
+        for call_id, call in list(self.calls.items()):
+            if call.state is state:
+                self.calls.pop(call_id, None)
+                for slot in call.slots:
+                    slot.set_error(state.ended)
+
+    # -- calls -----------------------------------------------------------------------------
+    def call(
+        self, state: InstanceState, method: str, args: tuple, kwargs: dict, nret: int,
+        retries: int = 0, resubmit: Any = None, pending: PendingCall | None = None,
+    ) -> list[ObjectRef]:
+        """Send a call (or queue it until the instance is placed); refs to its results."""
+        rt = self.rt
+        if state.ended is not None:
+            raise YRRuntimeError("this instance is terminated", errors.ERR_INSTANCE_EXITED)
+        if pending is None:
+            call_id = rt.new_id()
+            refs = [ObjectRef(rt.new_id() if i else call_id, rt.rank, Slot()) for i in range(max(nret, 1))]
+            pending = PendingCall(call_id, refs, state, nret, resubmit, retries)
+        else:  # a retry: same call id and refs, a new instance
+            pending.state = state
+            pending.retries_left -= 1
+        call_id, refs = pending.call_id, pending.refs
+        msg = ("call", call_id, rt.rank, state.iid, method, args, kwargs, nret)
+        try:
+            encoded = rt.wire.encode(msg)
+        except Exception as exc:
+            raise YRTypeError(
+                f"arguments of {state.cls_name}.{method} cannot be pickled: {exc}"
+            ) from exc
+        self.calls[call_id] = pending
+        with state.lock:
+            if state.rank is None:
+                state.pending.append(encoded)
+                return refs
+        rt.wire.send_encoded(state.rank, *encoded)
+        if state.rank == rt.rank:
+            rt.progress.kick()
+        return refs
+
+    def on_result(self, call_id: int, ok: bool, payload: Any) -> None:
+        call = self.calls.pop(call_id, None)
+        if call is None:
+            return
+        if not ok:
+            error = error_from_info(payload)
+            if call.resubmit is not None and call.retries_left > 0 and not isinstance(error, CancelError):
+                call.resubmit(call)  # sends from the polling thread: small and non-blocking
+                return
+            for slot in call.slots:
+                slot.set_error(error)
+            return
+        if call.nret <= 1:
+            call.slots[0].set_result(payload)
+            return
+        values = tuple(payload) if isinstance(payload, (tuple, list)) else (payload,)
+        if len(values) != call.nret:
+            err = YRRuntimeError(
+                f"{call.state.cls_name} returned {len(values)} values but return_nums={call.nret}"
+            )
+            for slot in call.slots:
+                slot.set_error(err)
+            return
+        for slot, value in zip(call.slots, values):
+            slot.set_result(value)
+
+    def on_instance_ended(self, iid: int, code: int, reason: str) -> None:
+        """An instance this rank created ended: later invokes fail at once. Calls already sent
+        get their answer from the host, which answers every call it received."""
+        state = self.instances.get(iid)
+        if state is not None and state.ended is None:
+            state.ended = InstanceExitedError(reason, code)
+
+    def known_instance(
+        self, iid: int, cls_name: str, methods: dict[str, int], rank: int | None
+    ) -> InstanceState:
+        """The state for a handle that arrived from another rank."""
+        state = self.instances.get(iid)
+        if state is None:
+            state = InstanceState(iid, cls_name, methods, rank=rank)
+            self.instances[iid] = state
+            if rank is None:
+                self.rt.send(0, ("locate", iid, self.rt.rank))
+        return state
+
+    def terminate(self, state: InstanceState, reason: str, graceful: bool, sync: bool = False) -> None:
+        if state.ended is None:
+            self.end_instance(state, InstanceExitedError(f"{state.cls_name} instance was {reason}"))
+        msg = ("kill", state.iid, reason, graceful, self.rt.rank, sync)
+        if sync:
+            self.rt.request(msg, key=state.iid, timeout=None)
+        else:
+            self.rt.send(0, msg)
+
+    def cancel(self, ref: ObjectRef) -> None:
+        call = self.calls.get(ref.id)
+        if call is None:
+            return
+        if call.state.oneshot:
+            self.terminate(call.state, "cancelled", graceful=False)
+            self.calls.pop(ref.id, None)
+            for slot in call.slots:
+                slot.set_error(CancelError("the call was cancelled before it started"))

@@ -1,0 +1,106 @@
+"""The error classes of the yr API, with the SDK's numeric codes.
+
+A remote user exception comes back as a `YRInvokeError` that is also an instance of the
+original exception class, so `except ValueError` works in the caller.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+ERR_PARAM_INVALID = 1001
+ERR_RESOURCE_NOT_ENOUGH = 1002
+ERR_INSTANCE_NOT_FOUND = 1003
+ERR_INSTANCE_EXITED = 1007
+ERR_USER_FUNCTION_EXCEPTION = 2002
+
+
+class YRError(Exception):
+    """Base of every yrmpi error; `code` is the SDK's numeric code where one exists."""
+
+    code: int = 0
+
+    def __init__(self, message: str = "", code: int | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class YRRuntimeError(YRError, RuntimeError):
+    """The runtime cannot do what was asked (not initialised, instance gone, ...)."""
+
+
+class YRTimeoutError(YRError, TimeoutError):
+    """A `get`, a creation or a named-instance lookup ran out of time."""
+
+
+class YRValueError(YRError, ValueError):
+    code = ERR_PARAM_INVALID
+
+
+class YRTypeError(YRError, TypeError):
+    code = ERR_PARAM_INVALID
+
+
+class CancelError(YRError):
+    """The call was cancelled before it started."""
+
+
+class ResourceError(YRRuntimeError):
+    """A request that no rank can hold, or that found no room in time (code 1002)."""
+
+    code = ERR_RESOURCE_NOT_ENOUGH
+
+
+class InstanceExitedError(YRRuntimeError):
+    """The instance ended (terminated, crashed, its owner ended) before the call finished."""
+
+    code = ERR_INSTANCE_EXITED
+
+
+class DeadlockError(ResourceError):
+    """Every unit of capacity is held by instances that wait for creations that cannot fit."""
+
+
+class YRInvokeError(YRError):
+    """A user function raised. Also an instance of the original exception class."""
+
+    code = ERR_USER_FUNCTION_EXCEPTION
+    cause: BaseException | None = None
+    remote_traceback: str = ""
+    origin: str = ""
+
+    def __str__(self) -> str:
+        head = super().__str__()
+        if self.remote_traceback:
+            return f"{head}\n\nRemote traceback ({self.origin}):\n{self.remote_traceback}"
+        return head
+
+
+_invoke_error_classes: dict[type, type] = {}
+
+
+def invoke_error(
+    cause: BaseException | None, type_name: str, message: str, remote_tb: str, origin: str
+) -> YRInvokeError:
+    """Build the caller-side error for a remote exception: subclass of both classes when possible."""
+    base = type(cause) if cause is not None else getattr(builtins, type_name, None)
+    cls: type = YRInvokeError
+    if isinstance(base, type) and issubclass(base, Exception) and not issubclass(base, YRError):
+        cls = _invoke_error_classes.get(base) or _derive(base)
+    err = BaseException.__new__(cls)
+    err.args = (f"{type_name}: {message}",)
+    err.cause = cause
+    err.remote_traceback = remote_tb
+    err.origin = origin
+    err.__cause__ = None
+    return err
+
+
+def _derive(base: type) -> type:
+    try:
+        cls = type(f"YRInvokeError[{base.__name__}]", (YRInvokeError, base), {"__str__": YRInvokeError.__str__})
+    except TypeError:  # incompatible layouts (some C exception types): fall back to the plain class
+        cls = YRInvokeError
+    _invoke_error_classes[base] = cls
+    return cls

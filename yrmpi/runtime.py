@@ -1,0 +1,188 @@
+"""One rank's runtime: the wire, the progress engine, and the roles this rank plays.
+
+Every rank is a caller and answers fetches; rank 0 also runs the scheduler (and the driver
+script); the other ranks host instances. `start` is collective over the world communicator.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+import threading
+import time
+from typing import Any
+
+from .caller import Caller, Objects
+from .errors import YRRuntimeError
+from .options import Config
+from .progress import Progress
+
+log = logging.getLogger("yrmpi")
+
+_current: Runtime | None = None
+_started = False  # a runtime existed in this process (finalize leaves no current one)
+
+
+def current() -> Runtime:
+    """The runtime of this process; every API call but init raises before it exists."""
+    if _current is None:
+        raise YRRuntimeError("system not initialized")
+    return _current
+
+
+def active() -> Runtime | None:
+    return _current
+
+
+def ever_started() -> bool:
+    return _started
+
+
+def _node_memory_mb() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return 4096
+
+
+class Runtime:
+    grace_period_s = 5.0
+
+    def __init__(self, comm: Any, config: Config | None) -> None:
+        from .wire import Wire
+
+        self.wire = Wire(comm)
+        self.rank = self.wire.rank
+        self.size = self.wire.size
+        self.context = threading.local()
+        self._ids = itertools.count(1)
+        self.clock = time.monotonic
+        self.objects = Objects(self)
+        self.caller = Caller(self)
+        self.host = None
+        self.scheduler = None
+        self.stopped = threading.Event()
+        self._replies: dict[int, Any] = {}
+        self.settings = self._bootstrap(comm, config)
+        self.progress = Progress(self.wire.receive, self.dispatch, self._tick)
+        self._handlers = self._handler_table()
+
+    def _bootstrap(self, comm: Any, config: Config | None) -> dict:
+        """Learn which ranks share a node, then agree on settings and capacities (collective)."""
+        from mpi4py import MPI
+
+        world = self.wire.ctrl
+        node_comm = world.Split_type(MPI.COMM_TYPE_SHARED)
+        leader = node_comm.bcast(self.rank, root=0)
+        node_size = node_comm.Get_size()
+        node_comm.Free()
+        me = (f"{socket.gethostname()}#{leader}", node_size, _node_memory_mb())
+        table = world.gather(me, root=0)
+        settings = None
+        if self.rank == 0:
+            from .placement import Placement, RankCapacity
+
+            cfg = (config or Config()).resolved()
+            ranks = []
+            for rank, (node, size, mem) in enumerate(table):
+                if rank == 0:
+                    continue
+                memory = cfg.memory_per_rank if cfg.memory_per_rank is not None else mem // size
+                ranks.append(RankCapacity(rank, node, cfg.cpu_per_rank, memory, dict(cfg.custom_resources)))
+            settings = {"prefix_output": cfg.prefix_output, "placement": cfg.placement}
+            from .scheduler import Scheduler
+
+            self.scheduler = Scheduler(self, Placement(ranks))
+        settings = world.bcast(settings, root=0)
+        if self.rank != 0:
+            from .host import Host
+
+            self.host = Host(self)
+        return settings
+
+    # -- messages --------------------------------------------------------------------------
+    def new_id(self) -> int:
+        return (self.rank << 40) | next(self._ids)
+
+    def send(self, dest: int, msg: tuple) -> None:
+        self.wire.send(dest, msg)
+        if dest == self.rank:
+            self.progress.kick()
+
+    def dispatch(self, msg: Any) -> None:
+        self._handlers[msg[0]](*msg[1:])
+
+    def _tick(self, now: float) -> None:
+        if self.scheduler is not None:
+            self.scheduler.tick(now)
+
+    def _handler_table(self) -> dict:
+        c, o, h, s = self.caller, self.objects, self.host, self.scheduler
+        table = {
+            "placed": c.on_placed,
+            "create_failed": c.on_create_failed,
+            "result": c.on_result,
+            "instance_ended": c.on_instance_ended,
+            "fetch": o.on_fetch,
+            "value": o.on_value,
+            "killed": self._on_reply,
+            "lookup_result": self._on_reply,
+            "resources_result": self._on_reply,
+            "shutdown": self._on_shutdown,
+        }
+        if h is not None:
+            table.update(construct=h.on_construct, call=h.on_call, terminate=h.on_terminate)
+        if s is not None:
+            table.update(create=s.on_create, ended=s.on_ended, kill=s.on_kill, lookup=s.on_lookup,
+                         locate=s.on_locate, resources=s.on_resources)
+        return table
+
+    # -- request/reply to the scheduler ----------------------------------------------------
+    def _on_reply(self, req_id: int, *payload: Any) -> None:
+        slot = self._replies.get(req_id)
+        if slot is not None:
+            slot.set_result(payload[0] if payload else None)
+
+    def request(self, msg: tuple, key: int, timeout: float | None = 60) -> Any:
+        """Send `msg` to the scheduler and wait for the reply that carries `key`."""
+        from .api import wait_slot
+        from .objectref import Slot
+
+        slot = Slot()
+        self._replies[key] = slot
+        try:
+            self.send(0, msg)
+            if not wait_slot(slot, timeout):
+                return TIMED_OUT
+            return slot.result()
+        finally:
+            self._replies.pop(key, None)
+
+    # -- life ------------------------------------------------------------------------------
+    def start(self) -> None:
+        global _current, _started
+        _current = self
+        _started = True
+        self.progress.start()
+
+    def _on_shutdown(self) -> None:
+        if self.host is not None:
+            threading.Thread(target=self._host_shutdown, daemon=True).start()
+
+    def _host_shutdown(self) -> None:
+        self.host.shutdown()
+        self.stopped.set()
+
+    def stop(self) -> None:
+        global _current
+        self.progress.stop()
+        self.wire.free()
+        _current = None
+
+
+TIMED_OUT = object()

@@ -1,0 +1,65 @@
+"""Running a driver script SPMD-style: rank 0 runs it as __main__, the other ranks serve."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import runpy
+import sys
+import traceback
+
+import yrmpi
+
+from . import launch
+from . import runtime as _rt
+from .errors import YRRuntimeError
+
+
+def alias_yr() -> None:
+    """Let job code say `import yr` when no other package of that name is installed."""
+    if "yr" not in sys.modules and importlib.util.find_spec("yr") is None:
+        sys.modules["yr"] = yrmpi
+
+
+def run_script(path: str, args: list[str]) -> int:
+    """The SPMD entry point; returns this rank's exit code."""
+    alias_yr()
+    if not os.path.isfile(path):
+        print(f"yrmpi: no such script: {path}", file=sys.stderr)
+        return 2
+    if not launch.under_mpi():  # `python -m yrmpi job.py` on a laptop: launch ourselves
+        from .options import Config
+
+        n = Config().resolved().num_ranks
+        return launch.run(launch.command(n, [sys.executable, "-m", "yrmpi", path, *args]))
+    from mpi4py import MPI
+
+    world = MPI.COMM_WORLD
+    if world.Get_size() < 2:
+        raise YRRuntimeError(
+            "this job has 1 rank: yrmpi needs a driver and at least one host rank. Under srun, "
+            "use --mpi=pmix (Open MPI) or --mpi=pmi2 (MPICH); under mpiexec, pass -n 2 or more"
+        )
+    if world.Get_rank() != 0:
+        rt = _rt.Runtime(world, None)
+        rt.start()
+        yrmpi.api.serve_until_shutdown(rt)
+        return 0
+    sys.argv = [path, *args]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+    code = 0
+    try:
+        runpy.run_path(path, run_name="__main__")
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        if not _rt.ever_started():  # the script never called yr.init(): release the hosts
+            _rt.Runtime(world, None).start()
+        yrmpi.finalize()
+    sys.stdout.flush()
+    return code

@@ -1,0 +1,135 @@
+"""The runtime's MPI transport: `send` on one side, `receive` on the other.
+
+Every control message is one pickled tuple on the control communicator (a duplicate of
+COMM_WORLD, so user MPI code never collides with it). Large buffers (numpy arrays) leave the
+pickle out of band (protocol 5) and travel as raw MPI messages on a second duplicate, each
+transfer under its own tag so concurrent senders never pair the wrong buffer with a header.
+"""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+import struct
+import threading
+from collections import deque
+from typing import Any
+
+import cloudpickle
+import numpy as np
+
+OOB_MIN_BYTES = 64 * 1024  # smaller buffers stay inside the pickle: one message is cheaper
+_PLAIN = b"\x00"
+_WITH_BUFFERS = b"\x01"
+_SCALARS = (int, float, str, bytes, bool, type(None))
+
+
+def _is_plain(obj: Any, depth: int = 0) -> bool:
+    """True when the standard pickler is certain to produce a portable pickle (fast path)."""
+    if isinstance(obj, _SCALARS):
+        return True
+    if depth > 3:
+        return False
+    if type(obj) in (tuple, list):
+        return len(obj) < 32 and all(_is_plain(x, depth + 1) for x in obj)
+    if type(obj) is dict:
+        return len(obj) < 32 and all(
+            _is_plain(k, depth + 1) and _is_plain(v, depth + 1) for k, v in obj.items()
+        )
+    return False
+
+
+def dumps(obj: Any, buffers: list | None = None) -> bytes:
+    """Pickle with protocol 5; classes and functions from __main__ travel by value."""
+    if _is_plain(obj):
+        return pickle.dumps(obj, protocol=5)
+    if buffers is None:
+        return cloudpickle.dumps(obj, protocol=5)
+
+    def keep_large_out_of_band(pb: pickle.PickleBuffer) -> bool:
+        if pb.raw().nbytes >= OOB_MIN_BYTES:
+            buffers.append(pb)
+            return False
+        return True
+
+    return cloudpickle.dumps(obj, protocol=5, buffer_callback=keep_large_out_of_band)
+
+
+def loads(data: Any, buffers: list | None = None) -> Any:
+    return pickle.loads(data, buffers=buffers)
+
+
+class Wire:
+    """Point-to-point messages between ranks over private duplicates of a communicator."""
+
+    def __init__(self, comm: Any) -> None:
+        from mpi4py import MPI
+
+        self._mpi = MPI
+        self.ctrl = comm.Dup()
+        self.data = comm.Dup()
+        self.rank: int = comm.Get_rank()
+        self.size: int = comm.Get_size()
+        tag_ub = self.data.Get_attr(MPI.TAG_UB) or 32767
+        self._tags = itertools.cycle(range(1, min(tag_ub, 1 << 20)))
+        self._tag_lock = threading.Lock()
+        self._local: deque = deque()  # messages to this rank: no MPI self-send, no deadlock
+
+    @staticmethod
+    def encode(msg: tuple) -> tuple[bytes, list]:
+        """Pickle a message now (errors surface at the caller); send it later with send_encoded."""
+        buffers: list = []
+        return dumps(msg, buffers), buffers
+
+    def send(self, dest: int, msg: tuple) -> None:
+        """Send one message; blocks only while large buffers are handed to MPI."""
+        self.send_encoded(dest, *self.encode(msg))
+
+    def send_encoded(self, dest: int, payload: bytes, buffers: list) -> None:
+        if dest == self.rank:  # a copy, as a remote rank would get, without an MPI self-send
+            self._local.append(loads(payload, [bytearray(b.raw()) for b in buffers]))
+            return
+        MPI = self._mpi
+        if not buffers:
+            self.ctrl.Send([_PLAIN + payload, MPI.BYTE], dest, 0)
+            return
+        with self._tag_lock:
+            tag = next(self._tags)
+        sizes = [b.raw().nbytes for b in buffers]
+        header = _WITH_BUFFERS + struct.pack(f"<II{len(sizes)}Q", tag, len(sizes), *sizes)
+        self.ctrl.Send([header + payload, MPI.BYTE], dest, 0)
+        for buf in buffers:
+            self.data.Send([buf.raw(), MPI.BYTE], dest, tag)
+
+    def receive(self) -> tuple | None:
+        """One pending message (local first), or None. Never blocks waiting for one."""
+        if self._local:
+            return self._local.popleft()
+        MPI = self._mpi
+        status = MPI.Status()
+        message = self.ctrl.improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
+        if message is None:
+            return None
+        raw = bytearray(status.Get_count(MPI.BYTE))
+        message.Recv([raw, MPI.BYTE])
+        if raw[:1] == _PLAIN:
+            return loads(memoryview(raw)[1:])
+        tag, count = struct.unpack_from("<II", raw, 1)
+        sizes = struct.unpack_from(f"<{count}Q", raw, 9)
+        source = status.Get_source()
+        buffers = []
+        for size in sizes:
+            buf = np.empty(size, dtype=np.uint8)
+            self.data.Recv([buf, MPI.BYTE], source, tag)
+            buffers.append(buf)
+        return loads(memoryview(raw)[9 + 8 * count:], buffers)
+
+    def has_local(self) -> bool:
+        return bool(self._local)
+
+    def free(self) -> None:
+        for comm in (self.ctrl, self.data):
+            try:
+                comm.Free()
+            except Exception:  # a revoked or failed communicator cannot always be freed
+                pass
