@@ -3,12 +3,18 @@
 Rules, from measurements on oversubscribed nodes (see docs/architecture.md):
 - Only one thread polls at a time (it holds `_role`). A user thread that waits for a result
   polls itself, so the result lands in the thread that needs it with no hand-off.
-- Otherwise one serve thread, "the poller", polls. When it finds work (an instance call), it
-  runs that work itself and hands polling to a parked serve thread (leader/followers), so a
-  call costs no thread hand-off either. After the work it takes polling back.
+- Otherwise one serve thread, "the poller", polls. When it finds work (an instance call) it
+  runs the work itself: no thread is woken on that path, because waking a thread on a busy
+  node costs a scheduler time slice (milliseconds), far more than the call.
+- A standby serve thread checks every `STANDBY_S`; if the poller has been running a job for
+  longer than `HANDOVER_S`, the standby takes over polling, so one long call never stalls
+  the other instances on the rank (leader/followers, with a lazy hand-off).
 - Nobody spins while another thread runs user code or waits: spinning would hold the GIL and
-  the core. Spinning lasts `SPIN_S` after the last message, then polling backs off
+  a core. Spinning lasts `SPIN_S` after the last message; then polling backs off
   exponentially up to `MAX_SLEEP_S`, sleeping on a condition that new work interrupts.
+  A rank idle for `IDLE_AFTER_S` backs off further, to `IDLE_SLEEP_S`: every wake-up of an
+  idle rank preempts a busy one on an oversubscribed node, so the first call to a long-idle
+  rank pays up to `IDLE_SLEEP_S` to keep every other call fast.
 """
 
 from __future__ import annotations
@@ -21,6 +27,11 @@ from time import monotonic
 SPIN_S = 0.002
 MIN_SLEEP_S = 50e-6
 MAX_SLEEP_S = 0.002
+IDLE_AFTER_S = 0.1
+IDLE_SLEEP_S = 0.02
+STANDBY_S = 0.005
+HANDOVER_S = 0.001
+PARKED_S = 0.5
 
 
 class Progress:
@@ -37,24 +48,29 @@ class Progress:
         self._cond = threading.Condition()
         self._ready: deque[Callable[[], None]] = deque()
         self._poller: int | None = None
+        self._job_started = 0.0
         self._parked = 0
         self._servers: list[threading.Thread] = []
         self._in_user = 0  # threads running user code: jobs, and the driver's main thread
         self._waiters = 0
         self._last_message = monotonic()
-        self._counted = threading.local()  # .on: this thread is one of the `_in_user` ones
+        self._local = threading.local()  # .user: counted in _in_user; .server: a serve thread
         self.stopped = False
 
     def count_as_user(self) -> None:
         """The calling thread runs user code (the driver's main thread): count it."""
-        self._counted.on = True
+        self._local.user = True
         with self._cond:
             self._in_user += 1
 
     # -- polling ---------------------------------------------------------------------------
-    def poll(self) -> int:
-        """Receive and dispatch everything pending, if no other thread is polling."""
-        if not self._role.acquire(blocking=False):
+    def poll(self, block_s: float = 0.0) -> int:
+        """Receive and dispatch everything pending, if no other thread is polling.
+
+        With `block_s`, wait that long for a polling thread to finish (without the GIL)
+        rather than spinning against it: the poller needs the GIL to finish its poll.
+        """
+        if not self._role.acquire(blocking=block_s > 0, timeout=block_s if block_s > 0 else -1):
             return 0
         try:
             handled = 0
@@ -80,14 +96,14 @@ class Progress:
 
         `event` is set by whoever completes what we wait for, so backing off costs no latency.
         """
-        counted = getattr(self._counted, "on", False)
+        counted = getattr(self._local, "user", False)
         with self._cond:
             self._in_user -= counted
             self._waiters += 1
         try:
             sleep = MIN_SLEEP_S
             while not done():
-                if self.poll():
+                if self.poll(block_s=MIN_SLEEP_S):
                     sleep = MIN_SLEEP_S
                     continue
                 now = monotonic()
@@ -107,13 +123,19 @@ class Progress:
 
     # -- serve threads ---------------------------------------------------------------------
     def start(self) -> None:
-        self._spawn()
+        with self._cond:
+            self._spawn()
 
     def submit(self, job: Callable[[], None]) -> None:
-        """Queue work for a serve thread (the poller runs it inline when it found it)."""
+        """Queue work for a serve thread. The poller runs what it found itself; work found by
+        a waiting user thread wakes a parked serve thread (or a new one)."""
         with self._cond:
             self._ready.append(job)
-            self._cond.notify_all()
+            if not getattr(self._local, "server", False):
+                if self._parked:
+                    self._cond.notify()
+                else:
+                    self._spawn()
 
     def kick(self) -> None:
         """Wake a backing-off poller: there is local work to look at."""
@@ -131,33 +153,37 @@ class Progress:
                 thread.join(timeout=5)
 
     def _spawn(self) -> None:
+        """Start one more serve thread. Holds `_cond`."""
         thread = threading.Thread(target=self._serve, name=f"yrmpi-serve-{len(self._servers)}", daemon=True)
         self._servers.append(thread)
         thread.start()
 
     def _next_job(self, me: int) -> Callable[[], None] | None:
-        """Take a job or the poller role; park while another thread polls. Holds `_cond`."""
+        """Take a job, or the poller role, or park. Holds `_cond`."""
         while not self.stopped:
             if self._ready:
                 job = self._ready.popleft()
-                if self._poller == me:
+                if self._poller == me:  # leave polling to the standby if this job runs long
                     self._poller = None
-                    if self._parked:
-                        self._cond.notify()
-                    else:
+                    self._job_started = monotonic()
+                    if not self._parked and len(self._servers) < 2:
                         self._spawn()
                 self._in_user += 1
                 return job
-            if self._poller in (None, me):
+            if self._poller == me:
+                return None
+            if self._poller is None and (self._in_user == 0 or monotonic() - self._job_started >= HANDOVER_S):
                 self._poller = me
                 return None
+            standby = self._parked == 0
             self._parked += 1
-            self._cond.wait(0.5)
+            self._cond.wait(STANDBY_S if standby else PARKED_S)
             self._parked -= 1
         return None
 
     def _serve(self) -> None:
         me = threading.get_ident()
+        self._local.server = True
         sleep = MIN_SLEEP_S
         while True:
             with self._cond:
@@ -165,23 +191,26 @@ class Progress:
                 if self.stopped:
                     return
             if job is not None:
-                self._counted.on = True
+                self._local.user = True
                 try:
                     job()
                 finally:
-                    self._counted.on = False
+                    self._local.user = False
                     with self._cond:
                         self._in_user -= 1
-                        self._poller = me  # take polling back at once: no wake-up on the path
-                        self._cond.notify_all()
+                        if self._poller is None:
+                            self._poller = me  # take polling back: no wake-up on the fast path
                 sleep = MIN_SLEEP_S
                 continue
-            if self.poll():
-                sleep = MIN_SLEEP_S
-                continue
-            if self._may_spin(monotonic(), self._waiters):
-                continue
+            if self._waiters == 0:  # a waiting user thread polls for itself: stay out of its way
+                if self.poll():
+                    sleep = MIN_SLEEP_S
+                    continue
+                if self._may_spin(monotonic(), 0):
+                    continue
+            now = monotonic()
+            idle = self._waiters > 0 or now - self._last_message > IDLE_AFTER_S
             with self._cond:
                 if not self._ready and not self.stopped and self._poller == me:
                     self._cond.wait(sleep)
-            sleep = min(sleep * 2, MAX_SLEEP_S)
+            sleep = min(sleep * 2, IDLE_SLEEP_S if idle else MAX_SLEEP_S)

@@ -21,38 +21,36 @@ import numpy as np
 OOB_MIN_BYTES = 64 * 1024  # smaller buffers stay inside the pickle: one message is cheaper
 _PLAIN = b"\x00"
 _WITH_BUFFERS = b"\x01"
-_SCALARS = (int, float, str, bytes, bool, type(None))
 
 
-def _is_plain(obj: Any, depth: int = 0) -> bool:
-    """True when the standard pickler is certain to produce a portable pickle (fast path)."""
-    if isinstance(obj, _SCALARS):
+def _needs_cloudpickle(data: bytes) -> bool:
+    """A plain pickle that names __main__ (or a module registered to travel by value) would
+    not load on another rank, which never ran the driver script."""
+    if b"__main__" in data:
         return True
-    if depth > 3:
-        return False
-    if type(obj) in (tuple, list):
-        return len(obj) < 32 and all(_is_plain(x, depth + 1) for x in obj)
-    if type(obj) is dict:
-        return len(obj) < 32 and all(
-            _is_plain(k, depth + 1) and _is_plain(v, depth + 1) for k, v in obj.items()
-        )
-    return False
+    return any(name.encode() in data for name in cloudpickle.cloudpickle._PICKLE_BY_VALUE_MODULES)
 
 
 def dumps(obj: Any, buffers: list | None = None) -> bytes:
-    """Pickle with protocol 5; classes and functions from __main__ travel by value."""
-    if _is_plain(obj):
-        return pickle.dumps(obj, protocol=5)
-    if buffers is None:
-        return cloudpickle.dumps(obj, protocol=5)
-
-    def keep_large_out_of_band(pb: pickle.PickleBuffer) -> bool:
-        if pb.raw().nbytes >= OOB_MIN_BYTES:
-            buffers.append(pb)
-            return False
-        return True
-
-    return cloudpickle.dumps(obj, protocol=5, buffer_callback=keep_large_out_of_band)
+    """Pickle with protocol 5: the standard pickler when its output loads anywhere (fast),
+    else cloudpickle, which sends classes and functions of the driver script by value.
+    With `buffers`, large buffers (numpy arrays) are left out of band and appended there."""
+    callback = None
+    if buffers is not None:
+        def callback(pb: pickle.PickleBuffer) -> bool:
+            if pb.raw().nbytes >= OOB_MIN_BYTES:
+                buffers.append(pb)
+                return False
+            return True
+    try:
+        data = pickle.dumps(obj, protocol=5, buffer_callback=callback)
+        if not _needs_cloudpickle(data):
+            return data
+    except Exception:
+        pass
+    if buffers:
+        buffers.clear()
+    return cloudpickle.dumps(obj, protocol=5, buffer_callback=callback)
 
 
 def loads(data: Any, buffers: list | None = None) -> Any:
