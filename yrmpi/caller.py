@@ -7,10 +7,10 @@ every call straight to that rank, so calls never pass through rank 0. Its mirror
 
 from __future__ import annotations
 
-import itertools
 import threading
 import traceback
 import weakref
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,8 @@ from . import errors
 from .errors import CancelError, InstanceExitedError, ResourceError, YRRuntimeError, YRTypeError
 from .objectref import ObjectRef, Slot
 from .options import InvokeOptions
-from .wire import dumps
+from .placement import Demand, Placement
+from .wire import dumps, loads
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -63,8 +64,11 @@ class InstanceState:
     pending: list = field(default_factory=list)  # encoded messages waiting for placement
     lock: threading.Lock = field(default_factory=threading.Lock)
     handles: int = 0
-    escaped: bool = False
     oneshot: bool = False
+    detached: bool = False
+    owner_rank: int = -1  # the rank holding the owning handle (its creator)
+    remote_refs: int = 0  # at the owner: handles sent to other ranks and not yet given back
+    received: int = 0  # elsewhere: handles that arrived here, to give back when all are dropped
 
 
 class Objects:
@@ -150,7 +154,14 @@ class Caller:
         self.calls: dict[int, PendingCall] = {}
         self._shipped: set[tuple[int, str]] = set()
         self._lock = threading.Lock()
-        self._ids = itertools.count(1)
+        self._view: Placement | None = None
+        self.dropped: deque[InstanceState] = deque()  # handles gone: end these if unreferenced
+
+    def _capacity_view(self) -> Placement:
+        """Every rank's capacity, to refuse at the call site what no rank could ever hold."""
+        if self._view is None:
+            self._view = Placement(self.rt.settings["capacity"])
+        return self._view
 
     # -- creation --------------------------------------------------------------------------
     def create(
@@ -167,13 +178,17 @@ class Caller:
     ) -> InstanceState:
         """Ask the scheduler for a rank; the constructor follows when it answers."""
         rt = self.rt
+        problem = self._capacity_view().explain_unplaceable(Demand(opts.cpu, opts.memory, opts.custom_resources))
+        if problem:
+            raise ResourceError(f"cannot create {label or cls.__qualname__}: {problem}")
         iid = rt.new_id()
         try:
             init_blob = dumps((args, kwargs))
         except Exception as exc:
             raise YRTypeError(f"arguments of {cls.__qualname__}() cannot be pickled: {exc}") from exc
         label = label or cls.__qualname__
-        state = InstanceState(iid, label, methods, owned_here=True, oneshot=oneshot)
+        state = InstanceState(iid, label, methods, owned_here=True, oneshot=oneshot, detached=opts.detached,
+                              owner_rank=rt.rank)
         state.pending.append(("construct", cls, cls_key, init_blob, opts, owner))
         self.instances[iid] = state
         spec = {
@@ -200,7 +215,7 @@ class Caller:
         if state is None:
             return
         if actual_iid is not None and actual_iid != iid:  # get_if_exists found a live one
-            state.pending = [m for m in state.pending if m[0] != "construct"]
+            state.pending = [self._readdress(m, actual_iid) for m in state.pending if m[0] != "construct"]
             self.instances.pop(iid, None)
             state.iid = actual_iid
             state.owned_here = False
@@ -216,6 +231,13 @@ class Caller:
                     self.rt.wire.send_encoded(rank, *item)
             if pending and rank == self.rt.rank:
                 self.rt.progress.kick()
+
+    def _readdress(self, encoded: tuple, iid: int) -> tuple:
+        """A queued message re-encoded for another instance id (field 3 of a call)."""
+        payload, buffers = encoded
+        msg = list(loads(payload, [b.raw() for b in buffers]))
+        msg[3 if msg[0] == "call" else 1] = iid
+        return self.rt.wire.encode(tuple(msg))
 
     def _send_construct(
         self, state: InstanceState, rank: int, cls: type, cls_key: str, init_blob: bytes,
@@ -316,13 +338,56 @@ class Caller:
         if state is not None and state.ended is None:
             state.ended = InstanceExitedError(reason, code)
 
+    # -- reference counting of handles ------------------------------------------------------
+    def on_handle_pickled(self, state: InstanceState) -> None:
+        """A handle leaves this rank: one more reference the owner must wait for."""
+        if state.owned_here:
+            state.remote_refs += 1
+        else:
+            self.rt.send(state.owner_rank, ("ref", state.iid, 1))
+
+    def on_ref(self, iid: int, delta: int) -> None:
+        state = self.instances.get(iid)
+        if state is None or not state.owned_here:
+            return
+        state.remote_refs += delta
+        if state.remote_refs <= 0 and state.handles <= 0:
+            self.dropped.append(state)
+
+    def end_dropped(self) -> None:
+        """End instances no handle refers to any more (after the calls already sent to them).
+
+        Ranks that received handles give their references back to the owner; the owner ends
+        the instance with a terminate that travels on the same path as the calls, so it
+        queues behind them."""
+        while self.dropped:
+            state = self.dropped.popleft()
+            if state.handles > 0:
+                continue
+            if not state.owned_here:
+                if state.received and state.owner_rank >= 0:
+                    self.rt.send(state.owner_rank, ("ref", state.iid, -state.received))
+                    state.received = 0
+                continue
+            if state.remote_refs > 0 or state.detached:
+                continue
+            with state.lock:
+                if state.ended is not None:
+                    continue
+                state.ended = InstanceExitedError(f"{state.cls_name} instance ended: its last handle was dropped")
+                encoded = self.rt.wire.encode(("terminate", state.iid, "its last handle was dropped", True))
+                if state.rank is None:
+                    state.pending.append(encoded)
+                    continue
+            self.rt.wire.send_encoded(state.rank, *encoded)
+
     def known_instance(
-        self, iid: int, cls_name: str, methods: dict[str, int], rank: int | None
+        self, iid: int, cls_name: str, methods: dict[str, int], rank: int | None, owner_rank: int = -1
     ) -> InstanceState:
-        """The state for a handle that arrived from another rank."""
+        """The state for a handle that arrived from another rank (or a lookup)."""
         state = self.instances.get(iid)
         if state is None:
-            state = InstanceState(iid, cls_name, methods, rank=rank)
+            state = InstanceState(iid, cls_name, methods, rank=rank, owner_rank=owner_rank)
             self.instances[iid] = state
             if rank is None:
                 self.rt.send(0, ("locate", iid, self.rt.rank))

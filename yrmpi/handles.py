@@ -134,6 +134,14 @@ class InstanceHandle:
         self._state = state
         state.handles += 1
 
+    def __del__(self) -> None:
+        state = self._state
+        state.handles -= 1
+        if state.handles <= 0:
+            rt = _rt.active()
+            if rt is not None:
+                rt.caller.dropped.append(state)  # ended by the poller, never from a finalizer
+
     @property
     def instance_id(self) -> str:
         return f"{self._state.iid:x}"
@@ -154,8 +162,8 @@ class InstanceHandle:
 
     def __reduce__(self) -> tuple:
         state = self._state
-        state.escaped = True
-        return (_rebuild_handle, (state.iid, state.cls_name, state.methods, state.rank))
+        _rt.current().caller.on_handle_pickled(state)
+        return (_rebuild_handle, (state.iid, state.cls_name, state.methods, state.rank, state.owner_rank))
 
     def __repr__(self) -> str:
         return f"<{self._state.cls_name} handle {self.instance_id}>"
@@ -167,8 +175,15 @@ class InstanceHandle:
         return hash(self._state.iid)
 
 
-def _rebuild_handle(iid: int, cls_name: str, methods: dict[str, int], rank: int | None) -> InstanceHandle:
-    return InstanceHandle(_rt.current().caller.known_instance(iid, cls_name, methods, rank))
+def _rebuild_handle(
+    iid: int, cls_name: str, methods: dict[str, int], rank: int | None, owner_rank: int
+) -> InstanceHandle:
+    state = _rt.current().caller.known_instance(iid, cls_name, methods, rank, owner_rank)
+    if state.owned_here:  # came home: the reference it carried is this handle now
+        state.remote_refs -= 1
+    else:
+        state.received += 1
+    return InstanceHandle(state)
 
 
 class MethodProxy:

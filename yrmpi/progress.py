@@ -166,8 +166,13 @@ class Progress:
                 if self._poller == me:  # leave polling to the standby if this job runs long
                     self._poller = None
                     self._job_started = monotonic()
-                    if not self._parked and len(self._servers) < 2:
+                if self._ready:  # more work than this thread: another thread takes it now
+                    if self._parked:
+                        self._cond.notify()
+                    else:
                         self._spawn()
+                elif not self._parked and self._poller is None:
+                    self._spawn()  # the standby that takes over polling if this job runs long
                 self._in_user += 1
                 return job
             if self._poller == me:

@@ -94,7 +94,7 @@ class Runtime:
                     continue
                 memory = cfg.memory_per_rank if cfg.memory_per_rank is not None else mem // size
                 ranks.append(RankCapacity(rank, node, cfg.cpu_per_rank, memory, dict(cfg.custom_resources)))
-            settings = {"prefix_output": cfg.prefix_output, "placement": cfg.placement}
+            settings = {"prefix_output": cfg.prefix_output, "placement": cfg.placement, "capacity": ranks}
             from .scheduler import Scheduler
 
             self.scheduler = Scheduler(self, Placement(ranks))
@@ -118,6 +118,8 @@ class Runtime:
         self._handlers[msg[0]](*msg[1:])
 
     def _tick(self, now: float) -> None:
+        if self.caller.dropped:
+            self.caller.end_dropped()
         if self.scheduler is not None:
             self.scheduler.tick(now)
 
@@ -128,6 +130,7 @@ class Runtime:
             "create_failed": c.on_create_failed,
             "result": c.on_result,
             "instance_ended": c.on_instance_ended,
+            "ref": c.on_ref,
             "fetch": o.on_fetch,
             "value": o.on_value,
             "killed": self._on_reply,

@@ -178,7 +178,15 @@ class Scheduler:
             rec.name_waiters.append((requester, iid))
 
     def on_resources(self, req_id: int, requester: int) -> None:
-        self.rt.send(requester, ("resources_result", req_id, self.placement.usage()))
+        usage = self.placement.usage()
+        by_rank: dict[int, list[str]] = {}
+        for rec in self.records.values():
+            if rec.state == "placed":
+                by_rank.setdefault(rec.rank, []).append(f"{rec.cls}({rec.iid:x})")
+        for row in usage["ranks"]:
+            row["instances"] = sorted(by_rank.get(row["rank"], []))
+        usage["total"]["waiting"] = len(self.waiting)
+        self.rt.send(requester, ("resources_result", req_id, usage))
 
     def end_all(self, reason: str) -> None:
         for rec in list(self.records.values()):

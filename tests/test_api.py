@@ -1,0 +1,42 @@
+"""The yr API on real MPI ranks: one launch runs every check in tests/jobs/api_checks.py."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from conftest import ROOT, job_env, run_yrmpi
+
+pytestmark = pytest.mark.mpi
+
+CHECKS_SCRIPT = ROOT / "tests" / "jobs" / "api_checks.py"
+CHECK_NAMES = re.findall(r"@check\ndef (\w+)\(", CHECKS_SCRIPT.read_text())
+
+
+@pytest.fixture(scope="module")
+def api_run():
+    proc = run_yrmpi(["run", "-n", "5", str(CHECKS_SCRIPT)], timeout=300, env=job_env())
+    results = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("CHECK "):
+            data = json.loads(line[len("CHECK "):])
+            results[data["check"]] = data
+    return proc, results
+
+
+@pytest.mark.parametrize("name", CHECK_NAMES)
+def test_api_check(api_run, name):
+    proc, results = api_run
+    assert name in results, f"check {name} did not report\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    assert results[name]["ok"], results[name]["error"]
+
+
+def test_api_job_exits_cleanly(api_run):
+    proc, _ = api_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_instance_output_is_prefixed_with_class_and_rank(api_run):
+    proc, _ = api_run
+    assert re.search(r"^\(Counter pid=\d+, rank=\d+\) hello-from-instance$", proc.stdout, re.M), proc.stdout
