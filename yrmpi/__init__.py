@@ -4,6 +4,17 @@ Rank 0 runs the driver script; the other ranks host instances. `import yrmpi as 
 `import yr` under `python -m yrmpi` / `yrmpi run`.
 """
 
+import os as _os
+
+from . import collective
+
+if _os.environ.get("OMPI_MCA_mpi_ft_detector_thread") == "true":
+    # ULFM's failure-detector thread can hang MPI_Finalize when ranks finalize together;
+    # the runtime ends the job in order itself (shutdown, acknowledged), so skip it.
+    import mpi4py as _mpi4py
+
+    _mpi4py.rc.finalize = False
+
 from .api import (
     cancel,
     exit,
@@ -40,5 +51,5 @@ __all__ = [
     "InstanceHandle", "InvokeOptions", "ObjectRef", "ResourceError", "YRError", "YRInvokeError",
     "YRRuntimeError", "YRTimeoutError", "YRTypeError", "YRValueError", "cancel", "exit", "finalize",
     "get", "get_instance", "init", "instance", "invoke", "is_initialized", "kill_instance", "method",
-    "put", "resources", "wait",
+    "put", "resources", "wait", "collective",
 ]

@@ -65,8 +65,10 @@ def finalize() -> None:
     if rt is None or rt.rank != 0:
         return
     rt.scheduler.end_all("the job is finishing (yr.finalize)")
-    for rank in range(1, rt.size):
+    hosts = [rank for rank in range(1, rt.size) if rank not in rt.wire.failed]
+    for rank in hosts:
         rt.send(rank, ("shutdown",))
+    rt.wait_for_byes(hosts, timeout=10)
     rt.stop()
 
 
@@ -100,7 +102,9 @@ def wait_slot(slot: Slot, timeout: float | None) -> bool:
     deadline = None if timeout is None else time.monotonic() + timeout
     event = _event()
     slot.add_callback(lambda _s: event.set())
-    return _rt.current().progress.wait(slot.done, event, deadline)
+    rt = _rt.current()
+    with rt.blocked():
+        return rt.progress.wait(slot.done, event, deadline)
 
 
 def _wait_refs(refs: list[ObjectRef], count: int, deadline: float | None) -> None:
@@ -120,7 +124,8 @@ def _wait_refs(refs: list[ObjectRef], count: int, deadline: float | None) -> Non
     for ref in refs:
         if not ref._slot.done():
             ref._slot.add_callback(one_done)
-    rt.progress.wait(lambda: remaining[0] <= 0, event, deadline)
+    with rt.blocked():
+        rt.progress.wait(lambda: remaining[0] <= 0, event, deadline)
 
 
 def get(refs: ObjectRef | list[ObjectRef], timeout: float = 300, allow_partial: bool = False) -> Any:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from . import errors
-from .errors import CancelError, InstanceExitedError, ResourceError, YRRuntimeError, YRTypeError
+from .errors import CancelError, DeadlockError, InstanceExitedError, ResourceError, YRRuntimeError, YRTypeError
 from .objectref import ObjectRef, Slot
 from .options import InvokeOptions
 from .placement import Demand, Placement
@@ -69,6 +69,7 @@ class InstanceState:
     owner_rank: int = -1  # the rank holding the owning handle (its creator)
     remote_refs: int = 0  # at the owner: handles sent to other ranks and not yet given back
     received: int = 0  # elsewhere: handles that arrived here, to give back when all are dropped
+    init: tuple | None = None  # at the creator: what the constructor needs, to recover the instance
 
 
 class Objects:
@@ -126,6 +127,14 @@ class Objects:
             slot.set_result(payload)
         else:
             slot.set_error(error_from_info(payload))
+
+    def on_ranks_failed(self, ranks: list[int]) -> None:
+        """Values owned by dead ranks can never arrive."""
+        for ref_id, slot in list(self._fetching.items()):
+            owner = ref_id >> 40  # ids carry their rank (Runtime.new_id)
+            if owner in ranks:
+                self._fetching.pop(ref_id, None)
+                slot.set_error(InstanceExitedError(f"the value's owner, rank {owner}, died (process failure)"))
 
     def put(self, obj: Any) -> ObjectRef:
         slot = Slot()
@@ -189,7 +198,8 @@ class Caller:
         label = label or cls.__qualname__
         state = InstanceState(iid, label, methods, owned_here=True, oneshot=oneshot, detached=opts.detached,
                               owner_rank=rt.rank)
-        state.pending.append(("construct", cls, cls_key, init_blob, opts, owner))
+        state.init = (cls, cls_key, init_blob, opts, owner)
+        state.pending.append(("construct",))
         self.instances[iid] = state
         spec = {
             "cls": label,
@@ -226,7 +236,7 @@ class Caller:
             pending, state.pending = state.pending, []
             for item in pending:
                 if item[0] == "construct":
-                    self._send_construct(state, rank, *item[1:])
+                    self._send_construct(state, rank, *state.init)
                 else:
                     self.rt.wire.send_encoded(rank, *item)
             if pending and rank == self.rt.rank:
@@ -252,12 +262,45 @@ class Caller:
         msg = ("construct", state.iid, owner, self.rt.rank, cls_key, blob, init_blob, options)
         self.rt.wire.send_encoded(rank, *self.rt.wire.encode(msg))
 
-    def on_create_failed(self, iid: int, code: int, message: str) -> None:
+    def on_create_failed(self, iid: int, code: int, message: str, kind: str = "") -> None:
         state = self.instances.get(iid)
         if state is None:
             return
-        cls = ResourceError if code == errors.ERR_RESOURCE_NOT_ENOUGH else YRRuntimeError
+        if kind == "deadlock":
+            cls = DeadlockError
+        else:
+            cls = ResourceError if code == errors.ERR_RESOURCE_NOT_ENOUGH else YRRuntimeError
         self.end_instance(state, cls(message, code))
+
+    # -- process failures ------------------------------------------------------------------
+    def on_ranks_failed(self, ranks: list[int]) -> None:
+        """Calls in flight to instances on dead ranks will never be answered: fail them now.
+        Those instances wait for the scheduler's word: recovered ("moved") or "gone"."""
+        dead = set(ranks)
+        for state in list(self.instances.values()):
+            if state.rank not in dead:
+                continue
+            error = InstanceExitedError(
+                f"{state.cls_name} instance {state.iid:x} died with rank {state.rank} (process failure); "
+                "calls in flight are lost (if it has recover_retry_times left it restarts elsewhere: call again)")
+            with state.lock:
+                state.rank = None
+            self._fail_calls(state, error)
+
+    def on_moved(self, iid: int, rank: int) -> None:
+        """A recovered instance lives on `rank` now; its creator runs the constructor again."""
+        state = self.instances.get(iid)
+        if state is None:
+            return
+        if state.owned_here and state.init is not None:
+            with state.lock:
+                state.pending.insert(0, ("construct",))
+        self.on_placed(iid, rank)
+
+    def on_gone(self, iid: int, code: int, reason: str) -> None:
+        state = self.instances.get(iid)
+        if state is not None:
+            self.end_instance(state, InstanceExitedError(reason, code))
 
     def end_instance(self, state: InstanceState, error: BaseException) -> None:
         """Fail everything still waiting on this instance here."""
@@ -265,11 +308,14 @@ class Caller:
             if state.ended is None:
                 state.ended = error
             state.pending = []
+        self._fail_calls(state, state.ended)
+
+    def _fail_calls(self, state: InstanceState, error: BaseException) -> None:
         for call_id, call in list(self.calls.items()):
             if call.state is state:
                 self.calls.pop(call_id, None)
                 for slot in call.slots:
-                    slot.set_error(state.ended)
+                    slot.set_error(error)
 
     # -- calls -----------------------------------------------------------------------------
     def call(

@@ -3,10 +3,16 @@
 Each instance has a mailbox. A call is queued there and run by a serve thread (see
 progress.py); an instance runs `concurrency` calls at once (default 1: one at a time, in the
 order its callers submitted them). Its mirror is caller.py.
+
+Ending an instance is immediate for everyone else: queued calls fail, the scheduler ends the
+instances it owns. A call still running is interrupted: at once if it waits inside yrmpi
+(`yr.get`, a collective), at the next Python line otherwise. A call stuck in native code
+cannot be interrupted; the rank is "draining" and its capacity returns when the call does.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import socket
 import threading
@@ -29,6 +35,12 @@ class InstanceExit(BaseException):
     """Raised by `yr.exit()` inside an instance: end this instance (and its children)."""
 
 
+class InstanceTornDown(BaseException):
+    """Raised inside a running call of an instance that was ended (terminated, owner gone).
+
+    A BaseException, so `except Exception` in user code does not swallow the teardown."""
+
+
 class Instance:
     def __init__(self, iid: int, cls_name: str, owner: int | None, creator: int, options: dict) -> None:
         self.iid = iid
@@ -41,7 +53,10 @@ class Instance:
         self.constructed = False
         self.queue: deque[tuple] = deque()
         self.running = 0
+        self.threads: set[int] = set()  # threads inside a call of this instance
+        self.waiting: set[int] = set()  # of those, the ones waiting inside yrmpi
         self.ended: tuple | None = None  # error info once ended
+        self.drain_reported = False
         self.lock = threading.Lock()
 
     @property
@@ -53,6 +68,7 @@ class Host:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.instances: dict[int, Instance] = {}
+        self.draining: dict[int, Instance] = {}
         self.classes: dict[tuple[int, str], type] = {}
         self.early: dict[int, list[tuple]] = {}  # calls that overtook their constructor
         self.gone: dict[int, tuple] = {}  # ended instances: error info for late callers
@@ -67,6 +83,7 @@ class Host:
         if blob is not None:
             self.classes[key] = cloudpickle.loads(blob)
         cls = self.classes[key]
+        self.gone.pop(iid, None)  # a recovered instance comes back under its id
         inst = Instance(iid, options.get("label") or cls.__qualname__, owner, creator, options)
         self.instances[iid] = inst
         inst.queue.append(("__init__", cls, init_blob))
@@ -98,7 +115,7 @@ class Host:
             self.early.pop(iid, None)
             if iid not in self.gone:
                 self.gone[iid] = error_info(InstanceExitedError(reason), self.origin)
-                self.rt.send(0, ("ended", iid, errors.ERR_INSTANCE_EXITED, reason))
+                self.rt.send(0, ("ended", iid, errors.ERR_INSTANCE_EXITED, reason, False))
             return
         if graceful:  # after the calls already queued, like one more call
             with inst.lock:
@@ -106,6 +123,13 @@ class Host:
                 self._schedule_locked(inst)
             return
         self._end(inst, InstanceExitedError(f"{inst.label} was terminated: {reason}"), run_hook=True)
+
+    def on_probe(self, probe_id: int) -> None:
+        """Report, per instance, calls running outside a yrmpi wait (deadlock detection)."""
+        state = {}
+        for inst in list(self.instances.values()):
+            state[inst.iid] = (len(inst.threads) - len(inst.waiting), len(inst.waiting), len(inst.queue))
+        self.rt.send(0, ("probe_result", probe_id, self.rt.rank, state))
 
     def shutdown(self) -> None:
         for inst in list(self.instances.values()):
@@ -127,18 +151,27 @@ class Host:
         """Run queued calls of one instance until its queue is empty (on a serve thread)."""
         ctx = self.rt.context
         ctx.instance = inst
+        me = threading.get_ident()
         try:
             while True:
                 with inst.lock:
                     if not inst.queue or inst.ended is not None:
                         inst.running -= 1
-                        return
+                        break
                     item = inst.queue.popleft()
-                self._run(inst, item)
+                    inst.threads.add(me)
+                try:
+                    self._run(inst, item)
+                except InstanceTornDown:
+                    pass  # the instance ended while this call ran; its callers were told
+                finally:
+                    with inst.lock:
+                        inst.threads.discard(me)
                 with inst.lock:
                     self._schedule_locked(inst)  # the constructor done: allow `concurrency` more
         finally:
             ctx.instance = None
+        self._report_drained(inst)
 
     def _run(self, inst: Instance, item: tuple) -> None:
         if item[0] == "__init__":
@@ -162,6 +195,9 @@ class Host:
             self.rt.send(caller, ("result", call_id, False, error_info(err, self.origin)))
             self._end(inst, err, run_hook=False)
             return
+        except InstanceTornDown:
+            self.rt.send(caller, ("result", call_id, False, inst.ended))
+            return
         except Exception as exc:
             self.rt.send(caller, ("result", call_id, False, error_info(exc, self._origin(inst))))
         if inst.oneshot:
@@ -171,6 +207,8 @@ class Host:
         try:
             args, kwargs = _resolve_refs(*loads(init_blob))
             inst.obj = cls(*args, **kwargs)
+        except InstanceTornDown:
+            return
         except BaseException as exc:
             info = error_info(exc, self._origin(inst))
             self._end(inst, None, run_hook=False, info=info, reason=f"constructor raised {exc!r}")
@@ -184,28 +222,52 @@ class Host:
         self, inst: Instance, error: BaseException | None, run_hook: bool, info: tuple | None = None,
         reason: str | None = None, notify: bool = True,
     ) -> None:
-        """End an instance: fail its queued calls, run its hook, tell the scheduler."""
+        """End an instance: fail its queued calls, interrupt running ones, run its hook, tell
+        the scheduler. Capacity stays reserved until every running call has returned."""
         info = info or error_info(error, self.origin)
+        me = threading.get_ident()
         with inst.lock:
             if inst.ended is not None:
                 return
             inst.ended = info
             queued, inst.queue = list(inst.queue), deque()
+            others = [t for t in inst.threads if t != me]
         self.instances.pop(inst.iid, None)
         self.gone[inst.iid] = info
         for item in queued:
             if item[0] not in ("__init__", "__end__"):
                 self.rt.send(item[1], ("result", item[0], False, info))
+        for ident in others:
+            if ident not in inst.waiting:  # waits inside yrmpi notice by themselves
+                _raise_in_thread(ident, InstanceTornDown)
         hook = getattr(inst.obj, "__yr_shutdown__", None) if run_hook and inst.constructed else None
         if hook is not None:
             try:
                 hook(self.rt.grace_period_s)
             except Exception as exc:
                 print(f"{inst.label}: __yr_shutdown__ raised {exc!r}", flush=True)
-        inst.obj = None
+        if not others:
+            inst.obj = None
         if notify:
-            code = errors.ERR_INSTANCE_EXITED
-            self.rt.send(0, ("ended", inst.iid, code, reason or str(error)))
+            draining = bool(others)
+            if draining:
+                self.draining[inst.iid] = inst
+            inst.drain_reported = not draining
+            self.rt.send(0, ("ended", inst.iid, errors.ERR_INSTANCE_EXITED, reason or str(error), draining))
+
+    def _report_drained(self, inst: Instance) -> None:
+        with inst.lock:
+            if inst.ended is None or inst.threads or inst.drain_reported:
+                return
+            inst.drain_reported = True
+        if self.draining.pop(inst.iid, None) is not None:
+            inst.obj = None
+            self.rt.send(0, ("drained", inst.iid))
+
+
+def _raise_in_thread(ident: int, exc_type: type) -> None:
+    """Interrupt Python code running in another thread (at its next bytecode)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))
 
 
 def _resolve_refs(args: tuple, kwargs: dict) -> tuple[tuple, dict]:

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import YRRuntimeError
@@ -56,7 +57,7 @@ def flavor(mpiexec: str) -> str:
 
 
 def command(n: int, argv: list[str], mpiexec: str | None = None, extra: list[str] | None = None,
-            fault_tolerance: bool = False) -> list[str]:
+            fault_tolerance: bool = True) -> list[str]:
     """The full launch line for `n` ranks running `argv`, with the flags this MPI needs here."""
     if n < 2:
         raise YRRuntimeError(f"a yrmpi job needs at least 2 ranks (a driver and a host), got -n {n}")
@@ -66,7 +67,7 @@ def command(n: int, argv: list[str], mpiexec: str | None = None, extra: list[str
         # More ranks than cores is normal here (idle ranks back off); binding would pile
         # oversubscribed ranks onto the same cores, and inside Slurm it can exceed real cores.
         cmd += ["--oversubscribe", "--bind-to", "none"]
-        if fault_tolerance:
+        if fault_tolerance:  # ULFM: a dead rank is reported to the others, not fatal to the job
             cmd += ["--with-ft", "ulfm", "--mca", "mpi_ft_detector", "true",
                     "--mca", "mpi_ft_detector_thread", "true"]
     return cmd + list(extra or []) + argv
@@ -82,12 +83,18 @@ def launch_env() -> dict[str, str]:
     return env
 
 
-def run(cmd: list[str]) -> int:
-    """Run a launch line; forward the signals Slurm and users send; return its exit code."""
+def run(cmd: list[str], translate: Mapping[int, int] | None = None) -> int:
+    """Run a launch line; forward the signals Slurm and users send; return its exit code.
+
+    `translate` maps a received signal to the one mpiexec gets: Open MPI's mpiexec ends the
+    job on SIGTERM but passes SIGUSR1 on to every rank, so a sweep asks for SIGTERM -> SIGUSR1
+    to stop gracefully.
+    """
     proc = subprocess.Popen(cmd, env=launch_env())
+    mapping = dict(translate or {})
 
     def forward(signum: int, _frame: object) -> None:
-        proc.send_signal(signum)
+        proc.send_signal(mapping.get(signum, signum))
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, forward)

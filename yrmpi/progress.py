@@ -40,10 +40,12 @@ class Progress:
         receive: Callable[[], object],
         dispatch: Callable[[object], None],
         tick: Callable[[float], None] | None = None,
+        check_interrupt: Callable[[], None] | None = None,
     ) -> None:
         self._receive = receive
         self._dispatch = dispatch
         self._tick = tick
+        self._check_interrupt = check_interrupt or (lambda: None)
         self._role = threading.Lock()
         self._cond = threading.Condition()
         self._ready: deque[Callable[[], None]] = deque()
@@ -103,6 +105,7 @@ class Progress:
         try:
             sleep = MIN_SLEEP_S
             while not done():
+                self._check_interrupt()
                 if self.poll(block_s=MIN_SLEEP_S):
                     sleep = MIN_SLEEP_S
                     continue

@@ -6,11 +6,15 @@ script); the other ranks host instances. `start` is collective over the world co
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import os
 import socket
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from .caller import Caller, Objects
@@ -57,6 +61,9 @@ class Runtime:
         from .wire import Wire
 
         self.wire = Wire(comm)
+        from .collective import Collectives
+
+        self.collectives = Collectives(self, comm)  # Dups a third communicator: groups are carved from it
         self.rank = self.wire.rank
         self.size = self.wire.size
         self.context = threading.local()
@@ -68,8 +75,10 @@ class Runtime:
         self.scheduler = None
         self.stopped = threading.Event()
         self._replies: dict[int, Any] = {}
+        self._driver_waiting = 0
+        self._byes: set[int] = set()
         self.settings = self._bootstrap(comm, config)
-        self.progress = Progress(self.wire.receive, self.dispatch, self._tick)
+        self.progress = Progress(self.wire.receive, self.dispatch, self._tick, self.check_interrupt)
         self._handlers = self._handler_table()
 
     def _bootstrap(self, comm: Any, config: Config | None) -> dict:
@@ -131,19 +140,64 @@ class Runtime:
             "result": c.on_result,
             "instance_ended": c.on_instance_ended,
             "ref": c.on_ref,
+            "moved": c.on_moved,
+            "gone": c.on_gone,
+            "ranks_failed": self._on_ranks_failed,
             "fetch": o.on_fetch,
             "value": o.on_value,
             "killed": self._on_reply,
             "lookup_result": self._on_reply,
             "resources_result": self._on_reply,
             "shutdown": self._on_shutdown,
+            "bye": self._on_bye,
         }
         if h is not None:
-            table.update(construct=h.on_construct, call=h.on_call, terminate=h.on_terminate)
+            table.update(construct=h.on_construct, call=h.on_call, terminate=h.on_terminate, probe=h.on_probe)
         if s is not None:
             table.update(create=s.on_create, ended=s.on_ended, kill=s.on_kill, lookup=s.on_lookup,
-                         locate=s.on_locate, resources=s.on_resources)
+                         locate=s.on_locate, resources=s.on_resources, drained=s.on_drained,
+                         probe_result=s.on_probe_result)
+        table.update(self.collectives.handlers())
         return table
+
+    def _on_ranks_failed(self, ranks: list[int]) -> None:
+        log.warning("yrmpi: rank(s) %s died (process failure)", ranks)
+        if 0 in ranks and self.rank != 0:
+            print(f"yrmpi: rank {self.rank}: the driver (rank 0) died; ending this rank", file=sys.stderr, flush=True)
+            os._exit(1)
+        self.caller.on_ranks_failed(ranks)
+        self.objects.on_ranks_failed(ranks)
+        if self.scheduler is not None:
+            self.scheduler.on_ranks_failed(ranks)
+
+    # -- waiting and interruption ----------------------------------------------------------
+    @contextlib.contextmanager
+    def blocked(self) -> Iterator[None]:
+        """Mark the calling thread as waiting inside yrmpi (deadlock detection, teardown)."""
+        inst = getattr(self.context, "instance", None)
+        me = threading.get_ident()
+        if inst is not None:
+            inst.waiting.add(me)
+        elif self.rank == 0:
+            self._driver_waiting += 1
+        try:
+            yield
+        finally:
+            if inst is not None:
+                inst.waiting.discard(me)
+            elif self.rank == 0:
+                self._driver_waiting -= 1
+
+    def driver_is_waiting(self) -> bool:
+        return self._driver_waiting > 0
+
+    def check_interrupt(self) -> None:
+        """Inside a wait: raise if this thread's instance has been ended meanwhile."""
+        inst = getattr(self.context, "instance", None)
+        if inst is not None and inst.ended is not None:
+            from .host import InstanceTornDown
+
+            raise InstanceTornDown()
 
     # -- request/reply to the scheduler ----------------------------------------------------
     def _on_reply(self, req_id: int, *payload: Any) -> None:
@@ -179,11 +233,23 @@ class Runtime:
 
     def _host_shutdown(self) -> None:
         self.host.shutdown()
+        self.send(0, ("bye", self.rank))
         self.stopped.set()
+
+    def _on_bye(self, rank: int) -> None:
+        self._byes.add(rank)
+
+    def wait_for_byes(self, hosts: list[int], timeout: float) -> None:
+        """The driver's last step: every host has ended its instances (or died, or timed out)."""
+        from .api import _event
+
+        self.progress.wait(lambda: self._byes.issuperset(set(hosts) - self.wire.failed), _event(),
+                           self.clock() + timeout)
 
     def stop(self) -> None:
         global _current
         self.progress.stop()
+        self.collectives.free()
         self.wire.free()
         _current = None
 

@@ -8,6 +8,7 @@ gives waiting creations the room that freed up, or a clear error when their time
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -29,9 +30,25 @@ class Record:
     deadline: float
     rank: int | None = None
     state: str = "waiting"  # waiting -> placed -> ended
+    waiting_since: float = 0.0
+    restarts: int = 0
     children: set[int] = field(default_factory=set)
     kill_waiters: list[int] = field(default_factory=list)
     name_waiters: list[tuple[int, int]] = field(default_factory=list)
+
+
+DEADLOCK_AFTER_S = 1.5  # creations waiting this long, with no capacity change, get a probe
+ENDED_MEMORY_S = 60.0  # how long an ended owner is remembered, to refuse late creations
+
+
+@dataclass
+class Probe:
+    """One round of asking the host ranks whether anything is still running."""
+
+    probe_id: int
+    sent: float
+    expecting: set[int]
+    busy: bool = False
 
 
 class Scheduler:
@@ -40,7 +57,15 @@ class Scheduler:
         self.placement = placement
         self.records: dict[int, Record] = {}
         self.waiting: list[Record] = []
+        self.draining: dict[int, Record] = {}
         self.names: dict[tuple[str, str], int] = {}
+        self.ended_owners: dict[int, float] = {}
+        self.last_change = rt.clock()
+        self.probe: Probe | None = None
+        self.idle_probes = 0  # consecutive probes that found nothing running
+        from .collective import GroupRegistry
+
+        self.groups = GroupRegistry(self)  # communicator subgroups: membership, epochs, tear-downs
 
     # -- creation --------------------------------------------------------------------------
     def on_create(self, iid: int, creator: int, owner: int | None, spec: dict) -> None:
@@ -50,9 +75,9 @@ class Scheduler:
             self._fail(creator, iid, errors.ERR_RESOURCE_NOT_ENOUGH, f"cannot create {spec['cls']}: {problem}")
             return
         owner_rec = self.records.get(owner) if owner is not None else None
-        if owner_rec is not None and owner_rec.state == "ended":
+        if owner in self.ended_owners:
             self._fail(creator, iid, errors.ERR_INSTANCE_EXITED,
-                       f"cannot create {spec['cls']}: its owner {owner_rec.cls} has ended")
+                       f"cannot create {spec['cls']}: the instance creating it has ended")
             return
         if spec["name"]:
             key = (spec["namespace"], spec["name"])
@@ -70,8 +95,9 @@ class Scheduler:
             self.names[key] = iid
         timeout = spec["timeout_ms"]
         deadline = math.inf if timeout < 0 else self.rt.clock() + timeout / 1000
-        rec = Record(iid, spec["cls"], owner, creator, demand, spec, deadline)
+        rec = Record(iid, spec["cls"], owner, creator, demand, spec, deadline, waiting_since=self.rt.clock())
         self.records[iid] = rec
+        self.groups.record_added(rec)
         if owner_rec is not None:
             owner_rec.children.add(iid)
         if not self._try_place(rec):
@@ -83,6 +109,11 @@ class Scheduler:
             return False
         rec.rank = rank
         rec.state = "placed"
+        self.last_change = self.rt.clock()
+        if rec.restarts:  # a recovered instance: everyone holding a handle learns its new rank
+            for dest in self._live_ranks():
+                self.rt.send(dest, ("moved", rec.iid, rank))
+            return True
         self.rt.send(rec.creator, ("placed", rec.iid, rank, rec.iid))
         for creator, waiter_iid in rec.name_waiters:
             self.rt.send(creator, ("placed", waiter_iid, rank, rec.iid))
@@ -97,8 +128,16 @@ class Scheduler:
         self.waiting = still
 
     def tick(self, now: float) -> None:
+        """Time-driven work: expired creations, deadlock probes, forgetting old owners."""
+        if self.waiting:
+            self._expire(now)
+            self._check_deadlock(now)
+        if self.ended_owners and len(self.ended_owners) > 1000:
+            self.ended_owners = {k: t for k, t in self.ended_owners.items() if now - t < ENDED_MEMORY_S}
+
+    def _expire(self, now: float) -> None:
         """Fail creations that waited longer than their schedule_timeout_ms."""
-        if not self.waiting or all(rec.deadline > now for rec in self.waiting):
+        if all(rec.deadline > now for rec in self.waiting):
             return
         for rec in [r for r in self.waiting if r.deadline <= now]:
             self.waiting.remove(rec)
@@ -110,14 +149,74 @@ class Scheduler:
             )
             self._end_record(rec, errors.ERR_RESOURCE_NOT_ENOUGH, message, fail_creation=True)
 
-    def _fail(self, creator: int, iid: int, code: int, message: str) -> None:
-        self.rt.send(creator, ("create_failed", iid, code, message))
+    def _fail(self, creator: int, iid: int, code: int, message: str, kind: str = "") -> None:
+        self.rt.send(creator, ("create_failed", iid, code, message, kind))
+
+    # -- deadlock detection ----------------------------------------------------------------
+    def _check_deadlock(self, now: float) -> None:
+        """Creations wait, capacity has not changed for a while: ask whether anything runs."""
+        oldest = min(rec.waiting_since for rec in self.waiting)
+        if now - oldest < DEADLOCK_AFTER_S or now - self.last_change < DEADLOCK_AFTER_S:
+            self.idle_probes = 0
+            return
+        if self.probe is not None:
+            if now - self.probe.sent > 2.0:  # a rank did not answer: it is busy in native code
+                self.probe = None
+                self.idle_probes = 0
+            return
+        ranks = {rec.rank for rec in self.records.values() if rec.state == "placed"}
+        self.probe = Probe(self.rt.new_id(), now, set(ranks))
+        for rank in ranks:
+            self.rt.send(rank, ("probe", self.probe.probe_id))
+        if not ranks:
+            self._probe_done()
+
+    def on_probe_result(self, probe_id: int, rank: int, state: dict) -> None:
+        probe = self.probe
+        if probe is None or probe.probe_id != probe_id:
+            return
+        probe.expecting.discard(rank)
+        probe.busy |= any(running > 0 or queued > 0 for running, _waiting, queued in state.values())
+        if not probe.expecting:
+            self._probe_done()
+
+    def _probe_done(self) -> None:
+        probe, self.probe = self.probe, None
+        stuck = not probe.busy and self.rt.driver_is_waiting() and self.last_change < probe.sent
+        self.idle_probes = self.idle_probes + 1 if stuck else 0
+        if self.idle_probes >= 2:  # twice in a row, nothing ran and nothing changed
+            self.idle_probes = 0
+            self._declare_deadlock()
+
+    def _declare_deadlock(self) -> None:
+        usage = self.placement.usage()["total"]
+        holders = Counter((rec.cls, rec.demand.cpu) for rec in self.records.values() if rec.state == "placed")
+        wanted = Counter((rec.cls, rec.demand.cpu) for rec in self.waiting)
+        held = ", ".join(f"{n} {cls} instances ({cpu} millicores each)" for (cls, cpu), n in holders.most_common())
+        want = ", ".join(f"{n} {cls} ({cpu} millicores each)" for (cls, cpu), n in wanted.most_common())
+        top_holder = holders.most_common(1)[0][0][0] if holders else "instance"
+        message = (
+            f"resource deadlock: {usage['cpu_used'] / 1000:g} of {usage['cpu_total'] / 1000:g} CPUs are held by "
+            f"{held or 'no instances'}, all waiting, while creations of {want} wait for room that cannot free up; "
+            f"give {top_holder} a smaller cpu= (e.g. InvokeOptions(cpu=100)) or run fewer at once"
+        )
+        for rec in list(self.waiting):
+            self.waiting.remove(rec)
+            self._end_record(rec, errors.ERR_RESOURCE_NOT_ENOUGH, message, fail_creation=True, kind="deadlock")
 
     # -- ending ----------------------------------------------------------------------------
-    def on_ended(self, iid: int, code: int, reason: str) -> None:
+    def on_ended(self, iid: int, code: int, reason: str, draining: bool = False) -> None:
         rec = self.records.get(iid)
         if rec is not None:
-            self._end_record(rec, code, reason)
+            self._end_record(rec, code, reason, draining=draining)
+
+    def on_drained(self, iid: int) -> None:
+        """A call that outlived its instance returned: the rank's capacity is free again."""
+        rec = self.draining.pop(iid, None)
+        if rec is not None and self.placement.is_alive(rec.rank):
+            self.placement.release(rec.rank, rec.demand, group=rec.owner)
+            self.last_change = self.rt.clock()
+            self._retry_waiting()
 
     def on_kill(self, iid: int, reason: str, graceful: bool, requester: int, sync: bool = False) -> None:
         rec = self.records.get(iid)
@@ -133,17 +232,25 @@ class Scheduler:
         else:
             self.rt.send(rec.rank, ("terminate", iid, reason, graceful))
 
-    def _end_record(self, rec: Record, code: int, reason: str, fail_creation: bool = False) -> None:
+    def _end_record(
+        self, rec: Record, code: int, reason: str, fail_creation: bool = False, draining: bool = False,
+        kind: str = "",
+    ) -> None:
         if rec.state == "ended":
             return
         was_placed = rec.state == "placed"
         rec.state = "ended"
-        if was_placed and self.placement.is_alive(rec.rank):
+        self.groups.record_ended(rec)
+        self.ended_owners[rec.iid] = self.rt.clock()
+        if was_placed and draining:
+            self.draining[rec.iid] = rec
+        elif was_placed and self.placement.is_alive(rec.rank):
             self.placement.release(rec.rank, rec.demand, group=rec.owner)
+            self.last_change = self.rt.clock()
         if fail_creation:
-            self._fail(rec.creator, rec.iid, code, reason)
+            self._fail(rec.creator, rec.iid, code, reason, kind)
             for creator, waiter_iid in rec.name_waiters:
-                self._fail(creator, waiter_iid, code, reason)
+                self._fail(creator, waiter_iid, code, reason, kind)
         key = (rec.spec["namespace"], rec.spec["name"])
         if rec.spec["name"] and self.names.get(key) == rec.iid:
             del self.names[key]
@@ -187,6 +294,35 @@ class Scheduler:
             row["instances"] = sorted(by_rank.get(row["rank"], []))
         usage["total"]["waiting"] = len(self.waiting)
         self.rt.send(requester, ("resources_result", req_id, usage))
+
+    # -- process failures (ULFM) -----------------------------------------------------------
+    def _live_ranks(self) -> list[int]:
+        return [r for r in range(self.rt.size) if r not in self.rt.wire.failed]
+
+    def on_ranks_failed(self, ranks: list[int]) -> None:
+        """Host ranks died: their instances end (children with them) or restart elsewhere."""
+        dead = set(ranks)
+        for rank in dead:
+            self.placement.remove_rank(rank)
+        for rec in [r for r in self.draining.values() if r.rank in dead]:
+            del self.draining[rec.iid]
+        for rec in [r for r in self.records.values() if r.state == "placed" and r.rank in dead]:
+            reason = f"{rec.cls} instance {rec.iid:x} died with rank {rec.rank} (process failure)"
+            for child in list(rec.children):
+                self.on_kill(child, f"its owner {rec.cls} died with rank {rec.rank}", False, 0)
+            if rec.restarts < rec.spec.get("recover", 0):
+                rec.restarts += 1
+                rec.state, rec.rank, rec.waiting_since = "waiting", None, self.rt.clock()
+                rec.deadline = math.inf
+                self.groups.member_restarted(rec)
+                if not self._try_place(rec):
+                    self.waiting.append(rec)
+                continue
+            for dest in self._live_ranks():  # every holder of a handle fails what waits on it
+                self.rt.send(dest, ("gone", rec.iid, errors.ERR_INSTANCE_EXITED, reason))
+            self._end_record(rec, errors.ERR_INSTANCE_EXITED, reason)
+        self.last_change = self.rt.clock()
+        self._retry_waiting()
 
     def end_all(self, reason: str) -> None:
         for rec in list(self.records.values()):

@@ -72,6 +72,7 @@ class Wire:
         self._tags = itertools.cycle(range(1, min(tag_ub, 1 << 20)))
         self._tag_lock = threading.Lock()
         self._local: deque = deque()  # messages to this rank: no MPI self-send, no deadlock
+        self.failed: set[int] = set()  # ranks known dead (ULFM)
 
     @staticmethod
     def encode(msg: tuple) -> tuple[bytes, list]:
@@ -87,25 +88,37 @@ class Wire:
         if dest == self.rank:  # a copy, as a remote rank would get, without an MPI self-send
             self._local.append(loads(payload, [bytearray(b.raw()) for b in buffers]))
             return
+        if dest in self.failed:
+            return  # the rank is dead; whoever waited on it was told when it died
         MPI = self._mpi
-        if not buffers:
-            self.ctrl.Send([_PLAIN + payload, MPI.BYTE], dest, 0)
-            return
-        with self._tag_lock:
-            tag = next(self._tags)
-        sizes = [b.raw().nbytes for b in buffers]
-        header = _WITH_BUFFERS + struct.pack(f"<II{len(sizes)}Q", tag, len(sizes), *sizes)
-        self.ctrl.Send([header + payload, MPI.BYTE], dest, 0)
-        for buf in buffers:
-            self.data.Send([buf.raw(), MPI.BYTE], dest, tag)
+        try:
+            if not buffers:
+                self.ctrl.Send([_PLAIN + payload, MPI.BYTE], dest, 0)
+                return
+            with self._tag_lock:
+                tag = next(self._tags)
+            sizes = [b.raw().nbytes for b in buffers]
+            header = _WITH_BUFFERS + struct.pack(f"<II{len(sizes)}Q", tag, len(sizes), *sizes)
+            self.ctrl.Send([header + payload, MPI.BYTE], dest, 0)
+            for buf in buffers:
+                self.data.Send([buf.raw(), MPI.BYTE], dest, tag)
+        except MPI.Exception as exc:  # a rank that just died: receive() reports it to everyone
+            if exc.Get_error_class() not in (MPI.ERR_PROC_FAILED, getattr(MPI, "ERR_PROC_FAILED_PENDING", -1)):
+                raise
 
     def receive(self) -> tuple | None:
-        """One pending message (local first), or None. Never blocks waiting for one."""
+        """One pending message (local first), or None. Never blocks waiting for one.
+
+        Under ULFM, the death of a rank surfaces here as ("ranks_failed", [ranks]), once."""
         if self._local:
             return self._local.popleft()
         MPI = self._mpi
         status = MPI.Status()
-        message = self.ctrl.improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
+        try:
+            message = self.ctrl.improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
+        except MPI.Exception as exc:
+            failed = self._newly_failed(exc)
+            return ("ranks_failed", failed) if failed else None
         if message is None:
             return None
         raw = bytearray(status.Get_count(MPI.BYTE))
@@ -122,8 +135,20 @@ class Wire:
             buffers.append(buf)
         return loads(memoryview(raw)[9 + 8 * count:], buffers)
 
-    def has_local(self) -> bool:
-        return bool(self._local)
+    def _newly_failed(self, exc: Exception) -> list[int]:
+        """Acknowledge process failures (ULFM) and return the ranks not reported before."""
+        MPI = self._mpi
+        if exc.Get_error_class() not in (MPI.ERR_PROC_FAILED, getattr(MPI, "ERR_PROC_FAILED_PENDING", -1)):
+            raise exc
+        self.ctrl.Ack_failed()
+        group = self.ctrl.Get_failed()
+        world = self.ctrl.Get_group()
+        ranks = MPI.Group.Translate_ranks(group, list(range(group.Get_size())), world)
+        group.Free()
+        world.Free()
+        new = sorted(set(ranks) - self.failed)
+        self.failed.update(new)
+        return new
 
     def free(self) -> None:
         for comm in (self.ctrl, self.data):
