@@ -70,6 +70,7 @@ class InstanceState:
     remote_refs: int = 0  # at the owner: handles sent to other ranks and not yet given back
     received: int = 0  # elsewhere: handles that arrived here, to give back when all are dropped
     init: tuple | None = None  # at the creator: what the constructor needs, to recover the instance
+    released: bool = False  # its last handle is gone and the terminate was sent
 
 
 class Objects:
@@ -418,9 +419,9 @@ class Caller:
             if state.remote_refs > 0 or state.detached:
                 continue
             with state.lock:
-                if state.ended is not None:
+                if state.ended is not None or state.released:
                     continue
-                state.ended = InstanceExitedError(f"{state.cls_name} instance ended: its last handle was dropped")
+                state.released = True  # no handle is left to call it: calls in flight still finish
                 encoded = self.rt.wire.encode(("terminate", state.iid, "its last handle was dropped", True))
                 if state.rank is None:
                     state.pending.append(encoded)

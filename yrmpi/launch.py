@@ -56,9 +56,25 @@ def flavor(mpiexec: str) -> str:
     return "unknown"
 
 
+FT_LEVELS = ("0", "1", "heartbeat")
+
+
+def fault_tolerance_level() -> str:
+    """YRMPI_FT: "1" (default) ULFM, so a rank killed by a signal (SIGKILL, a segfault, OOM) is
+    reported to the others instead of ending the job; "heartbeat" adds Open MPI's heartbeat
+    detector, which also catches a rank that exits without a signal (os._exit) but can
+    misfire on heavily oversubscribed nodes; "0" turns fault tolerance off."""
+    level = os.environ.get("YRMPI_FT", "1")
+    if level not in FT_LEVELS:
+        raise YRRuntimeError(f"YRMPI_FT must be one of {', '.join(FT_LEVELS)}; got {level!r}")
+    return level
+
+
 def command(n: int, argv: list[str], mpiexec: str | None = None, extra: list[str] | None = None,
-            fault_tolerance: bool = True) -> list[str]:
+            fault_tolerance: str | None = None) -> list[str]:
     """The full launch line for `n` ranks running `argv`, with the flags this MPI needs here."""
+    if fault_tolerance is None:
+        fault_tolerance = fault_tolerance_level()
     if n < 2:
         raise YRRuntimeError(f"a yrmpi job needs at least 2 ranks (a driver and a host), got -n {n}")
     mpiexec = mpiexec or find_mpiexec()
@@ -67,9 +83,10 @@ def command(n: int, argv: list[str], mpiexec: str | None = None, extra: list[str
         # More ranks than cores is normal here (idle ranks back off); binding would pile
         # oversubscribed ranks onto the same cores, and inside Slurm it can exceed real cores.
         cmd += ["--oversubscribe", "--bind-to", "none"]
-        if fault_tolerance:  # ULFM: a dead rank is reported to the others, not fatal to the job
-            cmd += ["--with-ft", "ulfm", "--mca", "mpi_ft_detector", "true",
-                    "--mca", "mpi_ft_detector_thread", "true"]
+        if fault_tolerance != "0":  # ULFM: a dead rank is reported to the others, not fatal to the job
+            cmd += ["--with-ft", "ulfm"]
+        if fault_tolerance == "heartbeat":
+            cmd += ["--mca", "mpi_ft_detector", "true", "--mca", "mpi_ft_detector_thread", "true"]
     return cmd + list(extra or []) + argv
 
 

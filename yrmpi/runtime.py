@@ -43,6 +43,11 @@ def ever_started() -> bool:
     return _started
 
 
+def fault_tolerant() -> bool:
+    """True when the MPI library reports rank deaths to survivors (Open MPI started with ULFM)."""
+    return os.environ.get("OMPI_MCA_mpi_ft_enable") == "1"
+
+
 def _node_memory_mb() -> int:
     try:
         with open("/proc/meminfo") as f:
@@ -104,6 +109,10 @@ class Runtime:
                 memory = cfg.memory_per_rank if cfg.memory_per_rank is not None else mem // size
                 ranks.append(RankCapacity(rank, node, cfg.cpu_per_rank, memory, dict(cfg.custom_resources)))
             settings = {"prefix_output": cfg.prefix_output, "placement": cfg.placement, "capacity": ranks}
+            if not fault_tolerant():
+                print("yrmpi: fault tolerance is off (no ULFM: MPICH, srun direct launch, or YRMPI_FT=0): "
+                      "a rank that dies ends the whole job. `yrmpi run` with Open MPI turns it on.",
+                      file=sys.stderr, flush=True)
             from .scheduler import Scheduler
 
             self.scheduler = Scheduler(self, Placement(ranks))

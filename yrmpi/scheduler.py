@@ -131,6 +131,7 @@ class Scheduler:
         """Time-driven work: expired creations, deadlock probes, forgetting old owners."""
         if self.waiting:
             self._expire(now)
+        if self.waiting:
             self._check_deadlock(now)
         if self.ended_owners and len(self.ended_owners) > 1000:
             self.ended_owners = {k: t for k, t in self.ended_owners.items() if now - t < ENDED_MEMORY_S}

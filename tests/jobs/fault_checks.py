@@ -1,0 +1,279 @@
+"""Lifecycle and fault scenarios on real ranks; prints one JSON line per check (see api_checks.py).
+
+Needs at least 6 ranks; the rank-death checks need Open MPI with ULFM (`yrmpi run` turns it on).
+"""
+
+import gc
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+import traceback
+
+import yrmpi as yr
+
+CHECKS = []
+ONE = yr.InvokeOptions(cpu=1000)
+
+
+def check(fn):
+    CHECKS.append(fn)
+    return fn
+
+
+def cpu_used() -> int:
+    return yr.resources()["total"]["cpu_used"]
+
+
+def wait_until(predicate, timeout=15.0, what="condition"):
+    """Poll a condition (the runtime is asynchronous); returns seconds taken; fails on timeout."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+@yr.instance(invoke_options=ONE)
+class Worker:
+    def __init__(self, tag="w"):
+        self.tag = tag
+        self.calls = 0
+
+    def ping(self):
+        self.calls += 1
+        return (self.tag, self.calls, os.getpid())
+
+    def spin(self, seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            pass
+        return "spun"
+
+    def wait_on(self, other, seconds):
+        return yr.get(other.spin.invoke(seconds), timeout=-1)
+
+    def die(self, how):
+        if how == "exit":
+            os._exit(3)
+        if how == "segv":
+            import ctypes
+
+            ctypes.string_at(0)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def nap_then_exit(self, seconds):
+        time.sleep(seconds)
+        yr.exit()
+
+    def mark_shutdown_in(self, folder):
+        self.marker = folder
+
+    def __yr_shutdown__(self, grace_period_s):
+        folder = getattr(self, "marker", None)
+        if folder:
+            with open(os.path.join(folder, f"shutdown-{self.tag}"), "w") as f:
+                f.write(str(grace_period_s))
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100))
+class Supervisor:
+    def __init__(self, n):
+        self.workers = [Worker.invoke(f"child{i}") for i in range(n)]
+
+    def pings(self):
+        return yr.get([w.ping.invoke() for w in self.workers])
+
+    def keep(self, handle):
+        self.kept = handle
+        return yr.get(handle.ping.invoke())
+
+    def use_kept(self):
+        return yr.get(self.kept.ping.invoke())
+
+    def forget(self):
+        self.kept = None
+        return True
+
+    def block_in_worker(self, seconds):
+        return yr.get(self.workers[0].spin.invoke(seconds), timeout=-1)
+
+
+@check
+def owner_end_cascades_to_children():
+    base = cpu_used()
+    sup = Supervisor.invoke(3)
+    assert len(yr.get(sup.pings.invoke())) == 3
+    assert cpu_used() == base + 100 + 3000
+    sup.terminate(is_sync=True)
+    took = wait_until(lambda: cpu_used() == base, what="capacity back after the supervisor ended")
+    print(f"INFO cascade released 3 workers in {took:.2f} s", flush=True)
+
+
+@check
+def dropping_the_last_handle_ends_the_instance():
+    base = cpu_used()
+    w = Worker.invoke()
+    yr.get(w.ping.invoke())
+    assert cpu_used() == base + 1000
+    del w
+    gc.collect()
+    wait_until(lambda: cpu_used() == base, what="capacity back after the handle was dropped")
+
+
+@check
+def a_handle_passed_to_an_instance_keeps_it_alive():
+    base = cpu_used()
+    sup = Supervisor.invoke(0)
+    w = Worker.invoke("shared")
+    assert yr.get(sup.keep.invoke(w))[0] == "shared"
+    del w
+    gc.collect()
+    time.sleep(0.5)
+    assert yr.get(sup.use_kept.invoke())[0] == "shared", "the holder's handle keeps the worker alive"
+    yr.get(sup.forget.invoke())
+    wait_until(lambda: cpu_used() == base + 100, what="worker ended once the holder dropped its handle")
+    sup.terminate(is_sync=True)
+
+
+@check
+def torn_down_calls_are_interrupted():
+    sup = Supervisor.invoke(1)
+    yr.get(sup.pings.invoke())
+    blocked = sup.block_in_worker.invoke(30)  # the supervisor waits in yr.get, the worker spins in Python
+    time.sleep(0.5)
+    start = time.monotonic()
+    sup.terminate()
+    try:
+        yr.get(blocked, timeout=20)
+        raise AssertionError("the blocked call returned a value after terminate")
+    except yr.YRError as exc:
+        assert exc.code == 1007, exc
+    took = time.monotonic() - start
+    print(f"INFO blocked call failed {took:.2f} s after terminate", flush=True)
+    base_after = yr.resources()["total"]
+    wait_until(lambda: yr.resources()["total"]["cpu_used"] <= base_after["cpu_used"] - 1100 or
+               yr.resources()["total"]["cpu_used"] == 0, timeout=15, what="spinning worker interrupted")
+
+
+@check
+def shutdown_hook_runs_on_graceful_end():
+    marker = tempfile.mkdtemp()
+    w = Worker.invoke("hooked")
+    yr.get(w.mark_shutdown_in.invoke(marker))
+    del w
+    gc.collect()
+    wait_until(lambda: os.path.exists(os.path.join(marker, "shutdown-hooked")), what="__yr_shutdown__ ran")
+
+
+@check
+def waiting_for_room_that_frees_is_not_a_deadlock():
+    free = yr.resources()["total"]
+    slots = (free["cpu_total"] - free["cpu_used"]) // 1000
+    nappers = [Worker.invoke() for _ in range(slots)]
+    naps = [n.nap_then_exit.invoke(3) for n in nappers]
+    late = Worker.invoke("late")
+    assert yr.get(late.ping.invoke(), timeout=60)[0] == "late", "the creation got room once a napper exited"
+    yr.wait(naps, timeout=30)
+
+
+def settled_usage():
+    """Usage once instances ended by dropped handles have released their capacity."""
+    gc.collect()
+    last = None
+    while True:
+        time.sleep(0.3)
+        now = yr.resources()["total"]
+        if last is not None and now["cpu_used"] == last["cpu_used"]:
+            return now
+        last = now
+
+
+@check
+def deadlock_is_reported_with_arithmetic():
+    free = settled_usage()
+    slots = (free["cpu_total"] - free["cpu_used"]) // 1000
+    hogs = [Supervisor.options(ONE).invoke(0) for _ in range(slots)]
+    yr.get([h.pings.invoke() for h in hogs])
+    gc.collect()
+
+    @yr.instance(invoke_options=ONE)
+    class Greedy:
+        def work(self):
+            return yr.get(Worker.invoke().ping.invoke())
+
+    greedy = Greedy.options(yr.InvokeOptions(cpu=0)).invoke()
+    start = time.monotonic()
+    try:
+        yr.get(greedy.work.invoke(), timeout=60)
+        raise AssertionError("no deadlock reported")
+    except yr.DeadlockError as exc:
+        text = str(exc)
+        assert "deadlock" in text and "CPUs" in text and "cpu=" in text and "Worker" in text, text
+        assert exc.code == 1002
+    print(f"INFO deadlock reported after {time.monotonic() - start:.2f} s", flush=True)
+    for h in hogs:
+        h.terminate()
+
+
+def _rank_death(how: str, recover: int):
+    base_total = yr.resources()["total"]["cpu_total"]
+    w = Worker.options(yr.InvokeOptions(cpu=1000, recover_retry_times=recover)).invoke("victim")
+    tag, calls, pid = yr.get(w.ping.invoke())
+    start = time.monotonic()
+    try:
+        yr.get(w.die.invoke(how), timeout=30)
+        raise AssertionError("a dead rank answered")
+    except yr.YRError as exc:
+        assert exc.code == 1007, exc
+    took = time.monotonic() - start
+    print(f"INFO rank death ({how}) detected in {took:.2f} s", flush=True)
+    wait_until(lambda: yr.resources()["total"]["cpu_total"] == base_total - 1000, what="dead rank left the pool")
+    if recover:
+        tag2, calls2, pid2 = yr.get(w.ping.invoke(), timeout=30)
+        assert pid2 != pid and calls2 == 1, "recovered on another rank with its constructor re-run"
+    else:
+        try:
+            yr.get(w.ping.invoke(), timeout=30)
+            raise AssertionError("dead instance answered")
+        except yr.YRError as exc:
+            assert exc.code == 1007
+    assert yr.get(Worker.invoke("after").ping.invoke())[0] == "after", "the job goes on"
+
+
+@check
+def rank_killed_by_sigkill_is_detected():
+    _rank_death("kill", recover=0)
+
+
+@check
+def rank_that_segfaults_is_recovered_elsewhere():
+    _rank_death("segv", recover=1)
+
+
+@check
+def rank_that_exits_is_detected_with_heartbeat():
+    if os.environ.get("OMPI_MCA_mpi_ft_detector") != "true":
+        print("INFO skipped: os._exit is detected only with YRMPI_FT=heartbeat", flush=True)
+        return
+    _rank_death("exit", recover=0)
+
+
+if __name__ == "__main__":
+    yr.init()
+    only = set(sys.argv[1:])
+    for fn in CHECKS:
+        if only and fn.__name__ not in only:
+            continue
+        start = time.monotonic()
+        try:
+            fn()
+            result = {"check": fn.__name__, "ok": True}
+        except BaseException:
+            result = {"check": fn.__name__, "ok": False, "error": traceback.format_exc()}
+        result["seconds"] = round(time.monotonic() - start, 3)
+        print("CHECK " + json.dumps(result), flush=True)
+    yr.finalize()

@@ -1,0 +1,69 @@
+"""Lifecycle and faults on real ranks: one launch runs tests/jobs/fault_checks.py."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from conftest import ROOT, job_env, run_yrmpi
+
+pytestmark = pytest.mark.mpi
+
+SCRIPT = ROOT / "tests" / "jobs" / "fault_checks.py"
+NAMES = [n for n in re.findall(r"@check\ndef (\w+)\(", SCRIPT.read_text()) if n != "rank_that_exits_is_detected_with_heartbeat"]
+
+
+def _results(proc) -> dict:
+    results = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("CHECK "):
+            data = json.loads(line[len("CHECK "):])
+            results[data["check"]] = data
+    return results
+
+
+@pytest.fixture(scope="module")
+def fault_run():
+    proc = run_yrmpi(["run", "-n", "8", str(SCRIPT), *NAMES], timeout=300, env=job_env())
+    return proc, _results(proc)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fault_check(fault_run, name):
+    proc, results = fault_run
+    assert name in results, f"check {name} did not report\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    assert results[name]["ok"], results[name]["error"]
+
+
+def test_fault_job_goes_on_and_exits_cleanly(fault_run):
+    proc, _ = fault_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_rank_that_exits_without_a_signal_is_detected_with_heartbeat():
+    name = "rank_that_exits_is_detected_with_heartbeat"
+    proc = run_yrmpi(["run", "-n", "4", str(SCRIPT), name], timeout=120, env=job_env(YRMPI_FT="heartbeat"))
+    result = _results(proc).get(name)
+    assert result is not None, proc.stderr[-3000:]
+    assert result["ok"], result["error"]
+    assert "skipped" not in proc.stdout
+
+
+def test_without_fault_tolerance_a_rank_death_ends_the_job_promptly(run_job):
+    proc = run_job("""
+        import os, signal
+        import yrmpi as yr
+
+        @yr.instance
+        class Victim:
+            def die(self):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        yr.init()
+        v = Victim.invoke()
+        yr.get(v.die.invoke(), timeout=-1)
+        print("UNREACHABLE")
+    """, n=3, timeout=60, YRMPI_FT="0")
+    assert proc.returncode != 0
+    assert "UNREACHABLE" not in proc.stdout
