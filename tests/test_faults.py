@@ -11,7 +11,8 @@ from conftest import ROOT, job_env, run_yrmpi
 pytestmark = pytest.mark.mpi
 
 SCRIPT = ROOT / "tests" / "jobs" / "fault_checks.py"
-NAMES = [n for n in re.findall(r"@check\ndef (\w+)\(", SCRIPT.read_text()) if n != "rank_that_exits_is_detected_with_heartbeat"]
+HEARTBEAT_ONLY = "rank_that_exits_is_detected_with_heartbeat"
+NAMES = [n for n in re.findall(r"@check\ndef (\w+)\(", SCRIPT.read_text()) if n != HEARTBEAT_ONLY]
 
 
 def _results(proc) -> dict:
@@ -42,7 +43,7 @@ def test_fault_job_goes_on_and_exits_cleanly(fault_run):
 
 
 def test_rank_that_exits_without_a_signal_is_detected_with_heartbeat():
-    name = "rank_that_exits_is_detected_with_heartbeat"
+    name = HEARTBEAT_ONLY
     proc = run_yrmpi(["run", "-n", "4", str(SCRIPT), name], timeout=120, env=job_env(YRMPI_FT="heartbeat"))
     result = _results(proc).get(name)
     assert result is not None, proc.stderr[-3000:]
