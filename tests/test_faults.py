@@ -68,3 +68,11 @@ def test_without_fault_tolerance_a_rank_death_ends_the_job_promptly(run_job):
     """, n=3, timeout=60, YRMPI_FT="0")
     assert proc.returncode != 0
     assert "UNREACHABLE" not in proc.stdout
+
+
+def test_supervisor_replaces_a_crashed_worker_and_matches_the_crash_free_run():
+    proc = run_yrmpi(["run", "-n", "9", str(ROOT / "jobs" / "resilient_training.py")], timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "worker 1 died at step 5" in proc.stdout
+    assert "crashing run:   loss" in proc.stdout and "restarts 1" in proc.stdout
+    assert "identical weights: True" in proc.stdout

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import logging
 import os
 import socket
 import sys
@@ -22,7 +21,6 @@ from .errors import YRRuntimeError
 from .options import Config
 from .progress import Progress
 
-log = logging.getLogger("yrmpi")
 
 _current: Runtime | None = None
 _started = False  # a runtime existed in this process (finalize leaves no current one)
@@ -170,7 +168,8 @@ class Runtime:
         return table
 
     def _on_ranks_failed(self, ranks: list[int]) -> None:
-        log.warning("yrmpi: rank(s) %s died (process failure)", ranks)
+        if self.rank == 0:
+            print(f"yrmpi: rank(s) {ranks} died (process failure); the job goes on", file=sys.stderr, flush=True)
         if 0 in ranks and self.rank != 0:
             print(f"yrmpi: rank {self.rank}: the driver (rank 0) died; ending this rank", file=sys.stderr, flush=True)
             os._exit(1)
