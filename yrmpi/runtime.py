@@ -21,7 +21,6 @@ from .errors import YRRuntimeError
 from .options import Config
 from .progress import Progress
 
-
 _current: Runtime | None = None
 _started = False  # a runtime existed in this process (finalize leaves no current one)
 
