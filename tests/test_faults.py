@@ -76,3 +76,14 @@ def test_supervisor_replaces_a_crashed_worker_and_matches_the_crash_free_run():
     assert "worker 1 died at step 5" in proc.stdout
     assert "crashing run:   loss" in proc.stdout and "restarts 1" in proc.stdout
     assert "identical weights: True" in proc.stdout
+
+
+def test_soak_2000_instances_on_17_ranks_returns_capacity_and_keeps_driver_memory_flat():
+    proc = run_yrmpi(["run", "-n", "17", str(ROOT / "tests" / "jobs" / "soak.py"), "2000"], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("SOAK "))
+    soak = json.loads(line[len("SOAK "):])
+    assert soak["instances"] >= 2000
+    assert soak["cpu_used"] == 0 and soak["memory_used"] == 0, soak
+    assert soak["cpu_total"] == soak["full_cpu_total"], soak
+    assert soak["rss_end_mb"] - soak["rss_warm_mb"] < 5, f"driver memory grew: {soak}"

@@ -382,8 +382,12 @@ class Caller:
         """An instance this rank created ended: later invokes fail at once. Calls already sent
         get their answer from the host, which answers every call it received."""
         state = self.instances.get(iid)
-        if state is not None and state.ended is None:
+        if state is None:
+            return
+        if state.ended is None:
             state.ended = InstanceExitedError(reason, code)
+        if state.handles <= 0:  # nothing here can refer to it any more: forget it
+            self.instances.pop(iid, None)
 
     # -- reference counting of handles ------------------------------------------------------
     def on_handle_pickled(self, state: InstanceState) -> None:

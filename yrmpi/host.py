@@ -30,6 +30,8 @@ from .wire import loads
 if TYPE_CHECKING:
     from .runtime import Runtime
 
+GONE_REMEMBERED = 10_000
+
 
 class InstanceExit(BaseException):
     """Raised by `yr.exit()` inside an instance: end this instance (and its children)."""
@@ -114,7 +116,7 @@ class Host:
         if inst is None:
             self.early.pop(iid, None)
             if iid not in self.gone:
-                self.gone[iid] = error_info(InstanceExitedError(reason), self.origin)
+                self._remember_gone(iid, error_info(InstanceExitedError(reason), self.origin))
                 self.rt.send(0, ("ended", iid, errors.ERR_INSTANCE_EXITED, reason, False))
             return
         if graceful:  # after the calls already queued, like one more call
@@ -233,7 +235,7 @@ class Host:
             queued, inst.queue = list(inst.queue), deque()
             others = [t for t in inst.threads if t != me]
         self.instances.pop(inst.iid, None)
-        self.gone[inst.iid] = info
+        self._remember_gone(inst.iid, info)
         for item in queued:
             if item[0] not in ("__init__", "__end__"):
                 self.rt.send(item[1], ("result", item[0], False, info))
@@ -254,6 +256,12 @@ class Host:
                 self.draining[inst.iid] = inst
             inst.drain_reported = not draining
             self.rt.send(0, ("ended", inst.iid, errors.ERR_INSTANCE_EXITED, reason or str(error), draining))
+
+    def _remember_gone(self, iid: int, info: tuple) -> None:
+        """Late callers of an ended instance get its error; the oldest are forgotten first."""
+        self.gone[iid] = info
+        if len(self.gone) > GONE_REMEMBERED:
+            del self.gone[next(iter(self.gone))]
 
     def _report_drained(self, inst: Instance) -> None:
         with inst.lock:

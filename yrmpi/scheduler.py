@@ -38,7 +38,7 @@ class Record:
 
 
 DEADLOCK_AFTER_S = 1.5  # creations waiting this long, with no capacity change, get a probe
-ENDED_MEMORY_S = 60.0  # how long an ended owner is remembered, to refuse late creations
+ENDED_MEMORY_S = 10.0  # how long an ended owner is remembered, to refuse creations still in flight
 
 
 @dataclass
