@@ -392,6 +392,37 @@ def creation_waits_for_room_then_times_out():
 
 
 @check
+def cancel_a_call_that_has_not_started():
+    hosts = MPI.COMM_WORLD.Get_size() - 1
+    hogs = [Counter.options(one_cpu).invoke() for _ in range(hosts)]
+    yr.get([h.incr.invoke() for h in hogs])
+    queued = slow.options(yr.InvokeOptions(cpu=1000)).invoke(0.1)  # waits for room
+    yr.cancel(queued)
+    try:
+        yr.get(queued, timeout=10)
+        raise AssertionError("cancelled call returned")
+    except yr.CancelError:
+        pass
+    for h in hogs:
+        h.terminate(is_sync=True)
+
+
+@check
+def ref_callbacks_futures_and_partial_get():
+    ref = add.invoke(20, 22)
+    seen = []
+    ref.on_complete(lambda err: seen.append(err))
+    assert ref.as_future().result(timeout=30) == 42
+    assert ref.done() and ref.wait(1)
+    deadline = time.monotonic() + 10
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen == [None], seen
+    fast, sleepy = add.invoke(1, 1), slow.invoke(3)
+    assert yr.get([fast, sleepy], timeout=1, allow_partial=True) == [2]
+
+
+@check
 def init_twice_is_an_error():
     try:
         yr.init()
