@@ -8,9 +8,10 @@ import os as _os
 
 from . import collective
 
-if _os.environ.get("OMPI_MCA_mpi_ft_detector_thread") == "true":
-    # ULFM's failure-detector thread can hang MPI_Finalize when ranks finalize together;
-    # the runtime ends the job in order itself (shutdown, acknowledged), so skip it.
+if _os.environ.get("OMPI_MCA_mpi_ft_enable") == "1":
+    # Under ULFM, MPI_Finalize can hang (its failure-detector thread, ranks that died, serve
+    # threads frozen at exit); the runtime ends the job in order itself (shutdown, then an
+    # acknowledgement from every live rank), so the process exits without it.
     import mpi4py as _mpi4py
 
     _mpi4py.rc.finalize = False

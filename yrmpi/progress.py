@@ -151,9 +151,10 @@ class Progress:
             self.stopped = True
             self._cond.notify_all()
         me = threading.current_thread()
+        deadline = monotonic() + 1.0  # a thread stuck in a user call is a daemon: don't wait for it
         for thread in list(self._servers):
             if thread is not me:
-                thread.join(timeout=5)
+                thread.join(timeout=max(0.0, deadline - monotonic()))
 
     def _spawn(self) -> None:
         """Start one more serve thread. Holds `_cond`."""
