@@ -1,13 +1,12 @@
-"""The `yrmpi` command: run a job, and (in later modules) sweeps, reports and Slurm scripts."""
+"""The `yrmpi` command: a small dispatcher; each subcommand lives with the code it drives."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Callable
 
 from . import launch
-
-COMMANDS = ("run",)
 
 
 def _run(argv: list[str]) -> int:
@@ -34,14 +33,47 @@ def _run(argv: list[str]) -> int:
     return launch.run(cmd)
 
 
+def _sweep(argv: list[str]) -> int:
+    from .sweep.cli import sweep_command
+
+    return sweep_command(argv)
+
+
+def _report(argv: list[str]) -> int:
+    from .sweep.cli import report_command
+
+    return report_command(argv)
+
+
+def _slurm(argv: list[str]) -> int:
+    from .slurm import slurm_command
+
+    return slurm_command(argv)
+
+
+# name -> (handler, one-line usage); handlers import their module lazily so `yrmpi run` stays light.
+COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "run": (_run, "yrmpi run [-n N] script.py [args]      launch a job on N ranks"),
+    "sweep": (_sweep, "yrmpi sweep FILE.yaml [--dry-run] ...  run (or resume) a YAML sweep"),
+    "report": (_report, "yrmpi report DIR                       ranked table of a sweep's journal"),
+    "slurm": (_slurm, "yrmpi slurm FILE.yaml [-o F] [--submit]  write (and submit) a Slurm batch script"),
+}
+
+
+def _usage() -> str:
+    lines = [("usage: " if i == 0 else "       ") + text for i, (_, text) in enumerate(COMMANDS.values())]
+    lines.append("       python -m yrmpi script.py [args]       inside mpiexec/srun (rank 0 drives)")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None, module_entry: bool = False) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: yrmpi run [-n N] script.py [args]   launch a job on N ranks\n"
-              "       python -m yrmpi script.py [args]     inside mpiexec/srun (rank 0 drives)")
+        print(_usage())
         return 0 if argv else 2
-    if argv[0] == "run":
-        return _run(argv[1:])
+    command = COMMANDS.get(argv[0])
+    if command is not None:
+        return command[0](argv[1:])
     if module_entry:
         from .script import run_script
 

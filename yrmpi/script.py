@@ -7,6 +7,7 @@ import os
 import runpy
 import sys
 import traceback
+from typing import Any, Callable
 
 import yrmpi
 
@@ -32,6 +33,18 @@ def run_script(path: str, args: list[str]) -> int:
 
         n = Config().resolved().num_ranks
         return launch.run(launch.command(n, [sys.executable, "-m", "yrmpi", path, *args]))
+
+    def driver() -> None:
+        sys.argv = [path, *args]
+        sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+        runpy.run_path(path, run_name="__main__")
+
+    return spmd(driver)
+
+
+def spmd(driver: Callable[[], Any], host_setup: Callable[[], None] | None = None) -> int:
+    """Rank 0 runs `driver` (its int result is the exit code), the other ranks serve instances
+    until it finishes; one code path for scripts and sweeps. Returns this rank's exit code."""
     from mpi4py import MPI
 
     world = MPI.COMM_WORLD
@@ -41,15 +54,16 @@ def run_script(path: str, args: list[str]) -> int:
             "use --mpi=pmix (Open MPI) or --mpi=pmi2 (MPICH); under mpiexec, pass -n 2 or more"
         )
     if world.Get_rank() != 0:
+        if host_setup is not None:
+            host_setup()
         rt = _rt.Runtime(world, None)
         rt.start()
         yrmpi.api.serve_until_shutdown(rt)
         return 0
-    sys.argv = [path, *args]
-    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     code = 0
     try:
-        runpy.run_path(path, run_name="__main__")
+        result = driver()
+        code = result if isinstance(result, int) and not isinstance(result, bool) else 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if exc.code is not None and not isinstance(exc.code, int):
@@ -58,7 +72,7 @@ def run_script(path: str, args: list[str]) -> int:
         traceback.print_exc()
         code = 1
     finally:
-        if not _rt.ever_started():  # the script never called yr.init(): release the hosts
+        if not _rt.ever_started():  # the driver never called yr.init(): release the hosts
             _rt.Runtime(world, None).start()
         yrmpi.finalize()
     sys.stdout.flush()

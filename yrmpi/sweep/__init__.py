@@ -1,9 +1,12 @@
-"""Pure parts of ``yrmpi sweep file.yaml``: config, capacity plan, journal, report.
+"""``yrmpi sweep file.yaml``: config, capacity plan, journal, report, and the runner.
 
-Nothing here starts MPI or calls the runtime; the runner composes these functions:
+config, plan, journal and report are pure (no MPI, no runtime); the runner composes them:
 ``load`` -> ``expand`` -> ``plan_capacity``/``format_plan`` -> ``Journal`` appends while
 experiments run -> ``fold``/``resume_plan`` on restart -> ``status_line``, ``ranked_table``,
 ``write_results``, ``plot``; ``report(folder)`` at any time.  See docs/sweeps.md.
+
+The runner (runner.py, rank 0 of an MPI job) and the commands (cli.py) put them to work;
+supervisors receive a :class:`Trial` with each experiment: ``run(params, trial)``.
 """
 
 from .config import (
@@ -49,11 +52,17 @@ from .report import (
     status_line,
     write_results,
 )
+from .runner import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from .trial import Trial
 
 __all__ = [
     "CONFIG_NAME",
     "DISTRIBUTIONS",
     "EVENTS",
+    "EXIT_CONFIG",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
     "JOURNAL_NAME",
     "TOP_KEYS",
     "CapacityPlan",
@@ -67,6 +76,7 @@ __all__ = [
     "Resources",
     "SweepConfig",
     "SweepConfigError",
+    "Trial",
     "apply_overrides",
     "best",
     "expand",

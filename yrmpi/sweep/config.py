@@ -301,7 +301,7 @@ class Metric:
 
 @dataclass(frozen=True)
 class Experiment:
-    """One run: ``run(**params)`` on a fresh supervisor with ``seed``; id is stable."""
+    """One run: ``run(params, trial)`` on a fresh supervisor with ``seed``; id is stable."""
 
     id: str
     params: dict

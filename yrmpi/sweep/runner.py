@@ -1,0 +1,565 @@
+"""Running a sweep: the driver loop on rank 0, and how many ranks a local launch needs.
+
+The driver creates one supervisor per experiment (``Entry.options(supervisor).invoke(**init)``)
+and calls ``run(params, trial)`` on it; the supervisor creates its own workers from
+``trial.worker_options``. Up to the plan's concurrency run at once, and the next one starts
+as soon as one ends. Every state change is appended to the journal before the loop moves on,
+so a job killed at any instant resumes from the journal (see journal.py).
+
+Stopping: SIGTERM/SIGUSR1 (what Slurm sends before the time limit) only set a flag; the loop
+stops starting experiments, gives running ones ``grace_period`` seconds, journals the rest as
+interrupted, writes the summary and exits with EXIT_INTERRUPTED, on which batch scripts requeue.
+A second signal cuts the grace period short.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import YRInvokeError
+from ..options import Config, InvokeOptions
+from ..placement import RankCapacity
+from .config import Experiment, Resources, SweepConfig, SweepConfigError, expand, import_entry, load
+from .journal import CONFIG_NAME, JOURNAL_NAME, Journal, fold, read_journal, resume_plan, write_resolved_config
+from .plan import CapacityPlan, format_plan, plan_capacity, ranks_from_usage
+from .report import PLOT_PNG, RESULTS_CSV, SUMMARY_JSON, normalize_metrics, plot, report, status_line
+from .report import write_results as _write_results
+from .trial import Trial
+
+__all__ = [
+    "EXIT_CONFIG", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "STOP_SIGNALS", "StopRequest",
+    "SweepOptions", "SweepRunner", "describe_error", "drive", "dry_run_ranks", "exit_code", "fresh_requested",
+    "ignore_stop_signals", "launcher_rank", "load_config", "local_ranks", "plan_text", "prepare_output",
+    "size_launch", "summarize", "todo_for",
+]
+
+EXIT_OK = 0  # every experiment finished
+EXIT_FAILED = 1  # the sweep ran to the end but some experiments failed (results are written)
+EXIT_CONFIG = 2  # a mistake in the YAML or the command line; nothing ran
+EXIT_INTERRUPTED = 75  # sysexits' EX_TEMPFAIL: stopped by a signal, rerun to resume (Slurm requeues)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+POLL_S = 0.5  # longest the loop waits on results before it looks at the stop flag again
+MACHINE_FILE_NAMES = (JOURNAL_NAME, CONFIG_NAME, RESULTS_CSV, SUMMARY_JSON, PLOT_PNG)
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+# -- options and config ---------------------------------------------------------------------------
+@dataclass
+class SweepOptions:
+    """What the command line says about one sweep (shared by the launcher and rank 0)."""
+
+    file: str
+    overrides: Sequence[str] = ()
+    output: str | None = None
+    max_concurrent: int | None = None
+    fresh: bool = False
+    resume: bool = False
+
+
+def load_config(opts: SweepOptions) -> SweepConfig:
+    """The validated config with `--set`, `-o` and `--max-concurrent` applied; SweepConfigError."""
+    config = load(opts.file, overrides=list(opts.overrides))
+    changes: dict[str, Any] = {}
+    if opts.output:
+        changes["output"] = opts.output
+    if opts.max_concurrent is not None:
+        changes["max_concurrent"] = opts.max_concurrent
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def _restarted_by_slurm() -> bool:
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
+    except ValueError:
+        return False
+
+
+def fresh_requested(opts: SweepOptions) -> bool:
+    """--fresh, unless this is a requeued Slurm job (starting over there would lose the progress
+    the requeue exists to keep)."""
+    return opts.fresh and not _restarted_by_slurm()
+
+
+def todo_for(config: SweepConfig, experiments: Sequence[Experiment], fresh: bool) -> list[Experiment]:
+    """Experiments a run would start (all with fresh, else what the journal has not finished)."""
+    if fresh:
+        return list(experiments)
+    records, _ = read_journal(Path(config.output))
+    return resume_plan(experiments, fold(records), config.retries)
+
+
+def prepare_output(config: SweepConfig, opts: SweepOptions) -> tuple[Path, list[dict], list[str]]:
+    """(output folder, journal records, read warnings); --fresh first moves an earlier run's files
+    into ``previous-<time>/`` (nothing is deleted)."""
+    out = Path(config.output).absolute()
+    if opts.fresh and _restarted_by_slurm():
+        _log("yrmpi sweep: --fresh ignored: this is a requeued Slurm job (SLURM_RESTART_COUNT > 0); resuming")
+    if fresh_requested(opts) and (out / JOURNAL_NAME).exists():
+        backup = out / time.strftime("previous-%Y%m%d-%H%M%S")
+        suffix = 1
+        while backup.exists():
+            suffix += 1
+            backup = backup.with_name(f"{backup.name.split('.')[0]}.{suffix}")
+        backup.mkdir(parents=True)
+        for name in MACHINE_FILE_NAMES:
+            if (out / name).exists():
+                os.replace(out / name, backup / name)
+        _log(f"yrmpi sweep: --fresh: moved the earlier run's files to {backup}")
+    records, warnings = read_journal(out)
+    return out, records, warnings
+
+
+# -- sizing a local launch ------------------------------------------------------------------------
+def local_ranks(hosts: int, conf: Config | None = None) -> list[RankCapacity]:
+    """The host ranks a local launch of ``hosts + 1`` ranks gets (the runtime's own defaults)."""
+    from ..runtime import _node_memory_mb
+
+    cfg = (conf or Config()).resolved()
+    memory = cfg.memory_per_rank if cfg.memory_per_rank is not None else _node_memory_mb() // (hosts + 1)
+    return [RankCapacity(rank, "local#0", cfg.cpu_per_rank, memory, dict(cfg.custom_resources))
+            for rank in range(1, hosts + 1)]
+
+
+def size_launch(config: SweepConfig, n_todo: int, ranks: int | None = None,
+                cores: int | None = None) -> tuple[int, CapacityPlan]:
+    """(ranks to launch, plan on them) for `yrmpi sweep` on this machine.
+
+    With `ranks` (-n) the plan is for those. Otherwise: enough host ranks for the wanted
+    concurrency, plus the driver. Wanted = max_concurrent, else as many experiments as this
+    machine's cores hold (at least one), never more than there are experiments to run; idle
+    ranks cost no CPU, but a rank per worker of every experiment would swamp a laptop.
+    Raises SweepConfigError when not even one experiment fits.
+    """
+    if ranks is not None:
+        return ranks, plan_capacity(config, local_ranks(ranks - 1), n_todo)
+    per_experiment = config.supervisor_resources.cpu + config.workers * config.worker_resources.cpu
+    cores = cores or os.cpu_count() or 1
+    if config.max_concurrent is not None:
+        wanted = config.max_concurrent
+    elif per_experiment > 0:
+        wanted = max(cores * 1000 // per_experiment, 1)
+    else:
+        wanted = max(n_todo, 1)
+    wanted = max(min(wanted, n_todo), 1)
+    limit = wanted * (config.workers + 1)  # one rank per instance always suffices
+    best: tuple[int, int] | None = None  # (fit, hosts)
+    error: SweepConfigError | None = None
+    for hosts in range(1, limit + 1):
+        try:
+            fit = plan_capacity(config, local_ranks(hosts), wanted).fit
+        except SweepConfigError as exc:
+            error = exc
+            continue
+        if best is None or fit > best[0]:
+            best = (fit, hosts)
+        if fit >= wanted:
+            break
+    if best is None:
+        assert error is not None
+        raise error
+    hosts = best[1]
+    return hosts + 1, plan_capacity(config, local_ranks(hosts), n_todo)
+
+
+# -- signals --------------------------------------------------------------------------------------
+class StopRequest:
+    """Counts SIGTERM/SIGUSR1 on rank 0. The handler only sets a flag: the loop acts on it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in STOP_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._on_signal)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.count += 1
+        if self.name is None:
+            self.name = signal.Signals(signum).name
+
+
+def ignore_stop_signals() -> None:
+    """Host ranks: a signal sent to every rank (srun --signal, scancel --full) must not end the
+    instances rank 0 is giving a grace period; rank 0 ends the job when it is done."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+# -- the driver loop ------------------------------------------------------------------------------
+def describe_error(exc: BaseException) -> tuple[str, str]:
+    """(one line for tables and logs, full traceback for the journal)."""
+    if isinstance(exc, YRInvokeError):
+        head = str(exc.args[0]) if exc.args else type(exc).__name__
+        tb = exc.remote_traceback or ""
+        if exc.origin:
+            tb = f"in {exc.origin}:\n{tb}"
+    else:
+        text = str(exc)
+        head = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    lines = [line.strip() for line in head.splitlines() if line.strip()]
+    line = lines[0] if lines else type(exc).__name__
+    return (line if len(line) <= 500 else line[:497] + "..."), tb
+
+
+def _supervisor_creator(config: SweepConfig) -> Any:
+    """The entry as a yr instance creator (a plain class is wrapped, a decorated one kept)."""
+    import yrmpi
+
+    from ..handles import InstanceCreator
+
+    entry = import_entry(config.entry, config.base_dir, source=config.source)
+    if isinstance(entry, InstanceCreator):
+        return entry
+    if inspect.isclass(entry):
+        return yrmpi.instance(entry)
+    raise SweepConfigError(f"{config.source}: entry: found {type(entry).__name__} {config.entry!r}, "
+                           "expected a class (plain or decorated with @yr.instance)")
+
+
+def _options(base: InvokeOptions, res: Resources) -> InvokeOptions:
+    return dataclasses.replace(base, cpu=res.cpu, memory=res.memory, custom_resources=dict(res.custom))
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass
+class _Running:
+    exp: Experiment
+    handle: Any
+    ref: Any
+    attempt: int
+    started: float  # monotonic
+    deadline: float | None
+
+
+class SweepRunner:
+    """Runs the experiments left in a sweep on rank 0 of an initialised yrmpi job."""
+
+    def __init__(self, config: SweepConfig, experiments: Sequence[Experiment], todo: Sequence[Experiment],
+                 plan: CapacityPlan, journal: Journal, records: list[dict], stop: StopRequest,
+                 log: Callable[[str], None] = _log, ranks: Sequence[RankCapacity] | None = None,
+                 creator: Any = None) -> None:
+        self.config = config
+        self.experiments = list(experiments)
+        self.known = {e.id for e in self.experiments}
+        self.queue: deque[Experiment] = deque(todo)
+        self.plan = plan
+        self.journal = journal
+        self.records = records
+        self.stop = stop
+        self.log = log
+        states = fold(records)
+        self.attempts = {i: s.attempts for i, s in states.items()}
+        self.failures = {i: s.failures for i, s in states.items()}
+        self.running: dict[int, _Running] = {}
+        creator = creator if creator is not None else _supervisor_creator(config)
+        self.creator = creator.options(_options(creator._opts, config.supervisor_resources))
+        self.worker_options = _options(InvokeOptions(), config.worker_resources)
+        self.started_at = time.time()
+        self._ppid = os.getppid()
+        self.stopped_by: str | None = None
+        self.ranks = list(ranks) if ranks is not None else None  # live host ranks the plan is for
+        self.out_of_ranks = False
+
+    def _append(self, record: dict) -> None:
+        self.records.append(record)
+
+    # -- one experiment -------------------------------------------------------------------------
+    def _start(self, e: Experiment) -> None:
+        attempt = self.attempts.get(e.id, 0) + 1
+        self.attempts[e.id] = attempt
+        trial = Trial(id=e.id, seed=e.seed, workers=self.config.workers, worker_options=self.worker_options,
+                      attempt=attempt)
+        self._append(self.journal.started(e.id, attempt=attempt))
+        began = time.monotonic()
+        try:
+            handle = self.creator.invoke(**self.config.init)
+            ref = getattr(handle, self.config.run).invoke(dict(e.params), trial)
+        except Exception as exc:  # nothing remote ran: e.g. params that cannot be pickled
+            self._failed(e, attempt, exc, 0.0, None)
+            return
+        deadline = began + self.config.timeout if self.config.timeout else None
+        self.running[ref.id] = _Running(e, handle, ref, attempt, began, deadline)
+
+    def _complete(self, run: _Running) -> None:
+        import yrmpi
+
+        wall = time.monotonic() - run.started
+        try:
+            result = yrmpi.get(run.ref, timeout=60)
+        except Exception as exc:
+            self._failed(run.exp, run.attempt, exc, wall, run.handle)
+            return
+        metrics = normalize_metrics(result, self.config.metric)
+        self._append(self.journal.finished(run.exp.id, metrics, wall))
+        self._end(run.handle)
+        metric = self.config.metric
+        value = metrics.get(metric.name) if metric is not None else 0.0
+        if metric is not None and not _is_finite_number(value):
+            got = f"{metric.name}={value!r}" if metric.name in metrics else \
+                f"keys: {', '.join(metrics) or 'none'}"
+            self.log(f"warning: experiment {run.exp.id}: {self.config.run}() returned no number for the metric "
+                     f"{metric.name!r} ({got}); it is recorded but not ranked. Return a dict of metrics "
+                     f"with {metric.name!r} in it")
+
+    def _failed(self, e: Experiment, attempt: int, exc: BaseException, wall: float, handle: Any) -> None:
+        line, tb = describe_error(exc)
+        failures = self.failures.get(e.id, 0) + 1
+        self.failures[e.id] = failures
+        self._append(self.journal.failed(e.id, line, tb, wall=wall))
+        if handle is not None:
+            self._end(handle)
+        self._replan()
+        if failures <= self.config.retries:
+            self._append(self.journal.retried(e.id, attempt=attempt + 1, reason=line))
+            self.queue.append(e)
+            self.log(f"experiment {e.id} failed (attempt {attempt}): {line}; retry {failures} of "
+                     f"{self.config.retries}")
+        else:
+            tries = f"after {failures} attempts" if failures > 1 else "(retries: 0)"
+            self.log(f"experiment {e.id} failed {tries}: {line}")
+
+    def _replan(self) -> None:
+        """After a failure: if ranks died (ULFM reports them), fit concurrency to the ranks left
+        rather than let new supervisors wait for room that will never come back."""
+        import yrmpi
+
+        if self.ranks is None:
+            return
+        try:
+            ranks = ranks_from_usage(yrmpi.resources())
+        except Exception:  # the scheduler did not answer: keep the plan we have
+            return
+        if len(ranks) >= len(self.ranks):
+            return
+        lost = len(self.ranks) - len(ranks)
+        self.ranks = ranks
+        try:
+            self.plan = plan_capacity(self.config, ranks, max(len(self.queue) + len(self.running), 1))
+        except SweepConfigError as exc:
+            self.out_of_ranks = True
+            self.log(f"{lost} host rank(s) lost; no experiment fits on the {len(ranks)} left ({exc}); "
+                     "starting no more experiments")
+            return
+        at_once = self.plan.concurrency
+        self.log(f"{lost} host rank(s) lost; now {at_once} experiment{'s' if at_once != 1 else ''} at once")
+
+    def _end(self, handle: Any) -> None:
+        """End a supervisor and, with it, its workers: their ranks go to the next experiment."""
+        try:
+            handle.terminate()
+        except Exception as exc:  # already gone: nothing to free
+            self.log(f"note: ending a supervisor raised {type(exc).__name__}: {exc}")
+
+    def _expire(self, now: float) -> None:
+        for key, run in list(self.running.items()):
+            if run.deadline is not None and now >= run.deadline:
+                del self.running[key]
+                exc = TimeoutError(f"the experiment ran longer than timeout={self.config.timeout:g} s; "
+                                   "its supervisor and workers were ended")
+                self._failed(run.exp, run.attempt, exc, now - run.started, run.handle)
+
+    def _fill(self) -> None:
+        while self.queue and len(self.running) < self.plan.concurrency:
+            self._start(self.queue.popleft())
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def status(self) -> str:
+        states = {i: s for i, s in fold(self.records).items() if i in self.known}
+        line = status_line(states, len(self.experiments), self.started_at, time.time(), self.config.metric,
+                           concurrency=self.plan.concurrency, name=self.config.name)
+        return line + (f" | stopping ({self.stopped_by})" if self.stopped_by else "")
+
+    def _check_launcher(self) -> None:
+        """A driver whose launcher died (mpiexec killed) must not keep writing the journal that
+        the next run resumes from."""
+        if os.getppid() != self._ppid:
+            print("yrmpi sweep: the launcher of this job is gone; stopping at once", file=sys.stderr, flush=True)
+            os._exit(EXIT_FAILED)
+
+    def run(self) -> bool:
+        """Run until every experiment ended, or until a stop signal's grace period is over.
+        True when something is left to do (interrupted)."""
+        import yrmpi
+
+        interval = self.config.status_interval
+        next_status = time.monotonic() + interval
+        stop_at: float | None = None
+        while True:
+            now = time.monotonic()
+            if self.out_of_ranks and stop_at is None and not self.stop.count:
+                self.stop.count, self.stop.name = 1, "lost ranks"
+            if self.stop.count and stop_at is None:
+                self.stopped_by = self.stop.name or "signal"
+                stop_at = now + self.config.grace_period
+                self.log(f"{self.stopped_by}: starting no more experiments; {len(self.running)} running get up to "
+                         f"{self.config.grace_period:g} s to finish (send it again to stop at once)")
+            if self.stop.count > 1 and stop_at is not None and stop_at > now:
+                stop_at = now
+            if stop_at is None:
+                self._fill()
+            if not self.running or (stop_at is not None and now >= stop_at):
+                break
+            self._check_launcher()
+            until = min([next_status, now + POLL_S, *(r.deadline for r in self.running.values() if r.deadline),
+                         *([stop_at] if stop_at is not None else [])])
+            ready, _ = yrmpi.wait([r.ref for r in self.running.values()], wait_num=1,
+                                  timeout=max(until - now, 0.001))
+            for ref in ready:
+                run = self.running.pop(ref.id, None)
+                if run is not None:
+                    self._complete(run)
+            now = time.monotonic()
+            self._expire(now)
+            if now >= next_status:
+                self.log(self.status())
+                next_status = now + interval
+        reason = f"{self.stopped_by}: not finished within grace_period={self.config.grace_period:g} s"
+        for run in list(self.running.values()):
+            self._append(self.journal.interrupted(run.exp.id, reason=reason, wall=time.monotonic() - run.started))
+            self._end(run.handle)
+        left = bool(self.running or self.queue)
+        self.running.clear()
+        self.log(self.status())
+        return left
+
+
+# -- the end --------------------------------------------------------------------------------------
+def exit_code(config: SweepConfig, experiments: Sequence[Experiment], records: Sequence[dict]) -> int:
+    """EXIT_OK when every experiment finished, EXIT_FAILED when the rest failed for good,
+    EXIT_INTERRUPTED when some are still to run."""
+    states = fold(records)
+    todo = resume_plan(experiments, states, config.retries)
+    if todo:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if any(states[e.id].status == "failed" for e in experiments) else EXIT_OK
+
+
+def summarize(config: SweepConfig, experiments: Sequence[Experiment], out: Path, records: Sequence[dict],
+              log: Callable[[str], None] = _log) -> int:
+    """Write results.csv, summary.json (and the plot), print the ranked table; the exit code."""
+    known = {e.id for e in experiments}
+    states = {i: s for i, s in fold(records).items() if i in known}
+    _write_results(out, experiments, states, config.metric, name=config.name)
+    png = plot(out, experiments, states, config.metric)
+    log("")
+    log(report(out))
+    files = [out / RESULTS_CSV, out / SUMMARY_JSON, *([png] if png else [])]
+    log("results: " + ", ".join(str(f) for f in files))
+    code = exit_code(config, experiments, records)
+    if code == EXIT_INTERRUPTED:
+        left = len(resume_plan(experiments, fold(records), config.retries))
+        log(f"stopped with {left} experiment{'s' if left != 1 else ''} left; run the same command again to "
+            f"resume (exit code {EXIT_INTERRUPTED})")
+    elif code == EXIT_FAILED:
+        failed = sum(1 for s in states.values() if s.status == "failed")
+        log(f"{failed} experiment{'s' if failed != 1 else ''} failed; their errors are in the table, "
+            f"{SUMMARY_JSON} and the journal (exit code {EXIT_FAILED})")
+    return code
+
+
+def plan_text(config: SweepConfig, experiments: Sequence[Experiment], todo: Sequence[Experiment],
+              plan: CapacityPlan, max_rows: int | None = 50) -> str:
+    """The plan of what is left to run (the table only up to `max_rows` experiments)."""
+    lines = format_plan(config, todo, plan).splitlines()
+    if len(todo) != len(experiments):
+        lines[0] = lines[0].replace(f": {len(todo)} experiments (",
+                                    f": {len(todo)} of {len(experiments)} experiments left to run (", 1)
+    if max_rows is not None and len(todo) > max_rows:
+        lines = lines[:2] + [f"({len(todo)} experiments; --dry-run prints them all)"]
+    return "\n".join(lines)
+
+
+def _world_note(ranks: Sequence[RankCapacity]) -> str:
+    return f"{len(ranks) + 1} ranks (1 driver + {len(ranks)} host ranks)"
+
+
+def drive(opts: SweepOptions, stop: StopRequest | None = None) -> int:
+    """Rank 0 of `python -m yrmpi sweep FILE.yaml`: plan on the ranks there are, run, summarize."""
+    import yrmpi
+
+    stop = stop or StopRequest()
+    stop.install()
+    try:
+        config = load_config(opts)
+    except SweepConfigError as exc:
+        print(exc, file=sys.stderr, flush=True)
+        return EXIT_CONFIG
+    experiments = expand(config)
+    out, records, warnings = prepare_output(config, opts)
+    for warning in warnings:
+        _log(f"warning: {warning}")
+    states = fold(records)
+    todo = resume_plan(experiments, states, config.retries)
+    yrmpi.init()
+    ranks = ranks_from_usage(yrmpi.resources())
+    try:
+        plan = plan_capacity(config, ranks, len(todo))
+        creator = _supervisor_creator(config)
+    except SweepConfigError as exc:
+        print(exc, file=sys.stderr, flush=True)
+        return EXIT_CONFIG
+    known = {e.id for e in experiments}
+    done = sum(1 for i, s in states.items() if i in known and s.status == "finished")
+    failed = len(experiments) - done - len(todo)
+    _log(plan_text(config, experiments, todo, plan))
+    _log(f"on {_world_note(ranks)}; output {out}")
+    if records:
+        _log(f"resuming: {done} finished, {failed} failed for good, {len(todo)} to run")
+    elif opts.resume:
+        _log(f"--resume: no journal in {out} yet; starting from the beginning")
+    journal = Journal(out)
+    write_resolved_config(out, config.to_dict())
+    records = list(records)
+    records += journal.queued_many([e for e in experiments if e.id not in states])
+    for e in experiments:
+        st = states.get(e.id)
+        if st is not None and st.status == "running":  # the previous run died with it running
+            records.append(journal.interrupted(e.id, reason="the previous run ended without a result (killed?)"))
+    runner = SweepRunner(config, experiments, todo, plan, journal, records, stop, ranks=ranks, creator=creator)
+    runner.run()
+    return summarize(config, experiments, out, runner.records)
+
+
+def dry_run_ranks() -> int | None:
+    """World size when launched by mpiexec/srun (for --dry-run under a launcher)."""
+    for name in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_NTASKS"):
+        raw = os.environ.get(name)
+        if raw and raw.isdigit():
+            return int(raw)
+    return None
+
+
+def launcher_rank() -> int:
+    """This process's rank from the launcher's environment (0 when not launched)."""
+    for name in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"):
+        raw = os.environ.get(name)
+        if raw and raw.isdigit():
+            return int(raw)
+    return 0
