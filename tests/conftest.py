@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -34,6 +35,16 @@ def run_yrmpi(args: list[str], timeout: float = 120, env: dict | None = None,
         out = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         err = (exc.stderr or b"").decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
         pytest.fail(f"job hung for {timeout} s: {cmd}\n--- stdout\n{out[-3000:]}\n--- stderr\n{err[-3000:]}")
+
+
+def parse_checks(proc: subprocess.CompletedProcess) -> dict[str, dict]:
+    """The `CHECK {json}` lines a check script (tests/jobs/checklib.py) printed, by name."""
+    results = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("CHECK "):
+            data = json.loads(line[len("CHECK "):])
+            results[data["check"]] = data
+    return results
 
 
 @pytest.fixture

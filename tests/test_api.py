@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
-from conftest import ROOT, job_env, run_yrmpi
+from conftest import ROOT, job_env, parse_checks, run_yrmpi
 
 pytestmark = pytest.mark.mpi
 
@@ -17,12 +16,7 @@ CHECK_NAMES = re.findall(r"@check\ndef (\w+)\(", CHECKS_SCRIPT.read_text())
 @pytest.fixture(scope="module")
 def api_run():
     proc = run_yrmpi(["run", "-n", "5", str(CHECKS_SCRIPT)], timeout=300, env=job_env())
-    results = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith("CHECK "):
-            data = json.loads(line[len("CHECK "):])
-            results[data["check"]] = data
-    return proc, results
+    return proc, parse_checks(proc)
 
 
 @pytest.mark.parametrize("name", CHECK_NAMES)

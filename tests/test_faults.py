@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from conftest import ROOT, job_env, run_yrmpi
+from conftest import ROOT, job_env, parse_checks, run_yrmpi
 
 pytestmark = pytest.mark.mpi
 
@@ -15,19 +15,11 @@ HEARTBEAT_ONLY = "rank_that_exits_is_detected_with_heartbeat"
 NAMES = [n for n in re.findall(r"@check\ndef (\w+)\(", SCRIPT.read_text()) if n != HEARTBEAT_ONLY]
 
 
-def _results(proc) -> dict:
-    results = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith("CHECK "):
-            data = json.loads(line[len("CHECK "):])
-            results[data["check"]] = data
-    return results
-
 
 @pytest.fixture(scope="module")
 def fault_run():
     proc = run_yrmpi(["run", "-n", "8", str(SCRIPT), *NAMES], timeout=300, env=job_env())
-    return proc, _results(proc)
+    return proc, parse_checks(proc)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -45,7 +37,7 @@ def test_fault_job_goes_on_and_exits_cleanly(fault_run):
 def test_rank_that_exits_without_a_signal_is_detected_with_heartbeat():
     name = HEARTBEAT_ONLY
     proc = run_yrmpi(["run", "-n", "4", str(SCRIPT), name], timeout=120, env=job_env(YRMPI_FT="heartbeat"))
-    result = _results(proc).get(name)
+    result = parse_checks(proc).get(name)
     assert result is not None, proc.stderr[-3000:]
     assert result["ok"], result["error"]
     assert "skipped" not in proc.stdout

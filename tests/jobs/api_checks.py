@@ -3,23 +3,14 @@
 tests/test_api.py runs it once (one MPI launch) and turns each line into a test result.
 """
 
-import json
-import sys
 import threading
 import time
-import traceback
 
 import numpy as np
+from checklib import check, main
 from mpi4py import MPI
 
 import yrmpi as yr
-
-CHECKS = []
-
-
-def check(fn):
-    CHECKS.append(fn)
-    return fn
 
 
 @yr.invoke
@@ -432,17 +423,4 @@ def init_twice_is_an_error():
 
 
 if __name__ == "__main__":
-    yr.init()
-    only = set(sys.argv[1:])
-    for fn in CHECKS:
-        if only and fn.__name__ not in only:
-            continue
-        start = time.monotonic()
-        try:
-            fn()
-            result = {"check": fn.__name__, "ok": True}
-        except BaseException:
-            result = {"check": fn.__name__, "ok": False, "error": traceback.format_exc()}
-        result["seconds"] = round(time.monotonic() - start, 3)
-        print("CHECK " + json.dumps(result), flush=True)
-    yr.finalize()
+    main()

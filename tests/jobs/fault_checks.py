@@ -4,23 +4,16 @@ Needs at least 6 ranks; the rank-death checks need Open MPI with ULFM (`yrmpi ru
 """
 
 import gc
-import json
 import os
 import signal
-import sys
 import tempfile
 import time
-import traceback
+
+from checklib import check, main
 
 import yrmpi as yr
 
-CHECKS = []
 ONE = yr.InvokeOptions(cpu=1000)
-
-
-def check(fn):
-    CHECKS.append(fn)
-    return fn
 
 
 def cpu_used() -> int:
@@ -263,17 +256,4 @@ def rank_that_exits_is_detected_with_heartbeat():
 
 
 if __name__ == "__main__":
-    yr.init()
-    only = set(sys.argv[1:])
-    for fn in CHECKS:
-        if only and fn.__name__ not in only:
-            continue
-        start = time.monotonic()
-        try:
-            fn()
-            result = {"check": fn.__name__, "ok": True}
-        except BaseException:
-            result = {"check": fn.__name__, "ok": False, "error": traceback.format_exc()}
-        result["seconds"] = round(time.monotonic() - start, 3)
-        print("CHECK " + json.dumps(result), flush=True)
-    yr.finalize()
+    main()
