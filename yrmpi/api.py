@@ -35,10 +35,13 @@ def init(conf: Config | None = None) -> None:
     with _init_lock:
         if _rt.active() is not None:
             raise RuntimeError("yr.init() was already called in this process")
+        if _rt.ever_started():
+            raise RuntimeError("yr.init() after yr.finalize(): MPI cannot start twice in one process")
         if not launch.under_mpi():
             sys.exit(launch.relaunch_self(conf))
         from mpi4py import MPI
 
+        _rt.require_hosts(MPI.COMM_WORLD)
         rt = _rt.Runtime(MPI.COMM_WORLD, conf)
         rt.start()
     if rt.rank != 0:

@@ -11,6 +11,7 @@ from .caller import InstanceState
 from .errors import YRTypeError, YRValueError
 from .objectref import ObjectRef
 from .options import InvokeOptions
+from .wire import after_pickle
 
 MAX_RETURNS = 100
 
@@ -162,7 +163,8 @@ class InstanceHandle:
 
     def __reduce__(self) -> tuple:
         state = self._state
-        _rt.current().caller.on_handle_pickled(state)
+        caller = _rt.current().caller
+        after_pickle(lambda: caller.on_handle_pickled(state))
         return (_rebuild_handle, (state.iid, state.cls_name, state.methods, state.rank, state.owner_rank))
 
     def __repr__(self) -> str:

@@ -82,10 +82,20 @@ class Host:
         init_blob: bytes, options: dict,
     ) -> None:
         key = (creator, cls_key)
-        if blob is not None:
-            self.classes[key] = cloudpickle.loads(blob)
-        cls = self.classes[key]
         self.gone.pop(iid, None)  # a recovered instance comes back under its id
+        try:
+            if blob is not None:
+                self.classes[key] = cloudpickle.loads(blob)
+            cls = self.classes[key]
+        except Exception as exc:  # e.g. a module the driver imported that this rank cannot find
+            inst = Instance(iid, options.get("label") or "instance", owner, creator, options)
+            self.instances[iid] = inst
+            for call in self.early.pop(iid, ()):
+                inst.queue.append(call)
+            err = YRRuntimeError(f"rank {self.rt.rank} cannot load the class of {inst.label}: {exc!r}; "
+                                 "make its module importable on every rank (PYTHONPATH, or next to the script)")
+            self._end(inst, err, run_hook=False, reason=str(err))
+            return
         inst = Instance(iid, options.get("label") or cls.__qualname__, owner, creator, options)
         self.instances[iid] = inst
         inst.queue.append(("__init__", cls, init_blob))

@@ -89,10 +89,6 @@ class InvokeOptions:
     def detached(self) -> bool:
         return self.custom_extensions.get("lifecycle") == "detached"
 
-    @property
-    def placement(self) -> str:
-        return self.custom_extensions.get("placement", "pack")
-
 
 def _env_int(name: str) -> int | None:
     raw = os.environ.get(name)
@@ -117,6 +113,11 @@ def _env_resources(name: str) -> dict[str, float] | None:
     return value
 
 
+def _first(*values: Any) -> Any:
+    """The first value that was given (not None): explicit, then environment, then default."""
+    return next((v for v in values if v is not None), None)
+
+
 @dataclass
 class Config:
     """Per-job settings. Fields left as None take the environment variable, then the default.
@@ -135,26 +136,26 @@ class Config:
     custom_resources: dict[str, float] | None = None
     placement: str | None = None
     prefix_output: bool | None = None
-    log_level: str = "WARNING"
 
     def resolved(self) -> Config:
         """A copy with every field filled from the environment or defaults, validated."""
         env_prefix = os.environ.get("YRMPI_PREFIX_OUTPUT")
+        env_prefix_on = None if env_prefix is None else env_prefix not in ("0", "false", "no")
         out = Config(
-            num_ranks=self.num_ranks if self.num_ranks is not None else _env_int("YRMPI_NUM_RANKS") or 9,
-            cpu_per_rank=self.cpu_per_rank if self.cpu_per_rank is not None
-            else _env_int("YRMPI_CPU_PER_RANK") or 1000,
-            memory_per_rank=self.memory_per_rank if self.memory_per_rank is not None
-            else _env_int("YRMPI_MEMORY_PER_RANK"),
-            custom_resources=self.custom_resources if self.custom_resources is not None
-            else _env_resources("YRMPI_RESOURCES") or {},
-            placement=self.placement or os.environ.get("YRMPI_PLACEMENT") or "pack",
-            prefix_output=self.prefix_output if self.prefix_output is not None
-            else env_prefix not in ("0", "false", "no"),
-            log_level=self.log_level,
+            num_ranks=_first(self.num_ranks, _env_int("YRMPI_NUM_RANKS"), 9),
+            cpu_per_rank=_first(self.cpu_per_rank, _env_int("YRMPI_CPU_PER_RANK"), 1000),
+            memory_per_rank=_first(self.memory_per_rank, _env_int("YRMPI_MEMORY_PER_RANK")),
+            custom_resources=_first(self.custom_resources, _env_resources("YRMPI_RESOURCES"), {}),
+            placement=_first(self.placement, os.environ.get("YRMPI_PLACEMENT") or None, "pack"),
+            prefix_output=_first(self.prefix_output, env_prefix_on, True),
         )
         _check(out.num_ranks >= 2, f"Config.num_ranks must be >= 2 (a driver and a host), got {out.num_ranks}")
         _check(out.cpu_per_rank >= 0, f"Config.cpu_per_rank must be >= 0, got {out.cpu_per_rank}")
+        _check(out.memory_per_rank is None or out.memory_per_rank >= 0,
+               f"Config.memory_per_rank must be >= 0 MB, got {out.memory_per_rank}")
+        for key, amount in out.custom_resources.items():
+            _check(isinstance(amount, (int, float)) and amount >= 0,
+                   f"custom resource {key!r} must be a number >= 0 per rank, got {amount!r}")
         _check(out.placement in PLACEMENT_POLICIES,
                f"Config.placement must be one of {PLACEMENT_POLICIES}, got {out.placement!r}")
         return out

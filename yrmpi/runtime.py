@@ -13,15 +13,17 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
 from .caller import Caller, Objects
 from .errors import YRRuntimeError
-from .options import Config
+from .options import Config, _first
 from .progress import Progress
 
 _current: Runtime | None = None
+MIN_RANK_MEMORY_MB = 1024
 _started = False  # a runtime existed in this process (finalize leaves no current one)
 
 
@@ -38,6 +40,14 @@ def active() -> Runtime | None:
 
 def ever_started() -> bool:
     return _started
+
+
+def require_hosts(world: Any) -> None:
+    """A one-rank world (srun with the wrong PMI plugin, mpiexec -n 1) cannot host anything."""
+    if world.Get_size() < 2:
+        raise YRRuntimeError(
+            "this job has 1 rank: yrmpi needs a driver and at least one host rank. Under srun, "
+            "use --mpi=pmix (Open MPI) or --mpi=pmi2 (MPICH); under mpiexec, pass -n 2 or more")
 
 
 def fault_tolerant() -> bool:
@@ -103,7 +113,9 @@ class Runtime:
             for rank, (node, size, mem) in enumerate(table):
                 if rank == 0:
                     continue
-                memory = cfg.memory_per_rank if cfg.memory_per_rank is not None else mem // size
+                # Node memory over its ranks, but never below MIN_RANK_MEMORY_MB: memory is logical
+                # here (nothing enforces it), and the default request is 500 MB.
+                memory = _first(cfg.memory_per_rank, max(mem // size, MIN_RANK_MEMORY_MB))
                 ranks.append(RankCapacity(rank, node, cfg.cpu_per_rank, memory, dict(cfg.custom_resources)))
             settings = {"prefix_output": cfg.prefix_output, "placement": cfg.placement, "capacity": ranks}
             if not fault_tolerant():
@@ -130,7 +142,12 @@ class Runtime:
             self.progress.kick()
 
     def dispatch(self, msg: Any) -> None:
-        self._handlers[msg[0]](*msg[1:])
+        """Run a message's handler. A handler bug is reported, never allowed to stop polling."""
+        try:
+            self._handlers[msg[0]](*msg[1:])
+        except Exception:
+            print(f"yrmpi: rank {self.rank}: internal error handling {msg[0]!r}:\n{traceback.format_exc()}",
+                  file=sys.stderr, flush=True)
 
     def _tick(self, now: float) -> None:
         if self.caller.dropped:

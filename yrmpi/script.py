@@ -13,13 +13,13 @@ import yrmpi
 
 from . import launch
 from . import runtime as _rt
-from .errors import YRRuntimeError
 
 
 def alias_yr() -> None:
     """Let job code say `import yr` when no other package of that name is installed."""
     if "yr" not in sys.modules and importlib.util.find_spec("yr") is None:
         sys.modules["yr"] = yrmpi
+        sys.modules["yr.collective"] = yrmpi.collective  # `import yr.collective`: the same module
 
 
 def run_script(path: str, args: list[str]) -> int:
@@ -34,9 +34,11 @@ def run_script(path: str, args: list[str]) -> int:
         n = Config().resolved().num_ranks
         return launch.run(launch.command(n, [sys.executable, "-m", "yrmpi", path, *args]))
 
+    # Every rank can import modules next to the script (classes there travel by reference).
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+
     def driver() -> None:
         sys.argv = [path, *args]
-        sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
         runpy.run_path(path, run_name="__main__")
 
     return spmd(driver)
@@ -48,11 +50,7 @@ def spmd(driver: Callable[[], Any], host_setup: Callable[[], None] | None = None
     from mpi4py import MPI
 
     world = MPI.COMM_WORLD
-    if world.Get_size() < 2:
-        raise YRRuntimeError(
-            "this job has 1 rank: yrmpi needs a driver and at least one host rank. Under srun, "
-            "use --mpi=pmix (Open MPI) or --mpi=pmi2 (MPICH); under mpiexec, pass -n 2 or more"
-        )
+    _rt.require_hosts(world)
     if world.Get_rank() != 0:
         if host_setup is not None:
             host_setup()

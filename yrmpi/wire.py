@@ -13,6 +13,7 @@ import pickle
 import struct
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
@@ -31,7 +32,34 @@ def _needs_cloudpickle(data: bytes) -> bool:
     return any(name.encode() in data for name in cloudpickle.cloudpickle._PICKLE_BY_VALUE_MODULES)
 
 
+_session = threading.local()
+
+
+def after_pickle(action: Callable[[], None]) -> None:
+    """Run `action` once the message being pickled is final (a first attempt may be redone
+    with cloudpickle, which calls the reducers again); at once outside `dumps`."""
+    pending = getattr(_session, "actions", None)
+    if pending is None:
+        action()
+    else:
+        pending.append(action)
+
+
 def dumps(obj: Any, buffers: list | None = None) -> bytes:
+    """Pickle with protocol 5; see `_dumps`. Side effects of reducers run once, on success."""
+    outer = getattr(_session, "actions", None)
+    _session.actions = []
+    try:
+        data = _dumps(obj, buffers)
+        actions = _session.actions
+    finally:
+        _session.actions = outer
+    for action in actions:
+        after_pickle(action)
+    return data
+
+
+def _dumps(obj: Any, buffers: list | None = None) -> bytes:
     """Pickle with protocol 5: the standard pickler when its output loads anywhere (fast),
     else cloudpickle, which sends classes and functions of the driver script by value.
     With `buffers`, large buffers (numpy arrays) are left out of band and appended there."""
@@ -50,6 +78,7 @@ def dumps(obj: Any, buffers: list | None = None) -> bytes:
         pass
     if buffers:
         buffers.clear()
+    _session.actions.clear()  # the reducers run again below
     return cloudpickle.dumps(obj, protocol=5, buffer_callback=callback)
 
 
