@@ -154,7 +154,9 @@ class InstanceHandle:
         if name not in methods:
             raise AttributeError(f"{self._state.cls_name} has no method {name!r}; "
                                  f"it has: {', '.join(sorted(methods)) or 'none'}")
-        return MethodProxy(self._state, name, methods[name])
+        proxy = MethodProxy(self._state, name, methods[name])
+        self.__dict__[name] = proxy  # later lookups skip __getattr__
+        return proxy
 
     def terminate(self, is_sync: bool = False) -> None:
         """End the instance (and every instance it owns); is_sync waits until it has ended."""

@@ -165,22 +165,21 @@ class Host:
         ctx.instance = inst
         me = threading.get_ident()
         try:
-            while True:
-                with inst.lock:
-                    if not inst.queue or inst.ended is not None:
-                        inst.running -= 1
-                        break
+            with inst.lock:
+                while inst.queue and inst.ended is None:
                     item = inst.queue.popleft()
                     inst.threads.add(me)
-                try:
-                    self._run(inst, item)
-                except InstanceTornDown:
-                    pass  # the instance ended while this call ran; its callers were told
-                finally:
-                    with inst.lock:
+                    inst.lock.release()
+                    try:
+                        self._run(inst, item)
+                    except InstanceTornDown:
+                        pass  # the instance ended while this call ran; its callers were told
+                    finally:
+                        inst.lock.acquire()
                         inst.threads.discard(me)
-                with inst.lock:
-                    self._schedule_locked(inst)  # the constructor done: allow `concurrency` more
+                    if item[0] == "__init__":
+                        self._schedule_locked(inst)  # constructed: `concurrency` calls may run now
+                inst.running -= 1
         finally:
             ctx.instance = None
         self._report_drained(inst)

@@ -97,6 +97,10 @@ def launch_env() -> dict[str, str]:
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
     env.setdefault("PMIX_MCA_psec", "native")
+    # Large results arrive in fresh arrays: with glibc's defaults each one is a new mmap that
+    # page-faults in at a third of memory bandwidth. Keep big blocks on the heap and reuse them.
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 30))
+    env.setdefault("MALLOC_TRIM_THRESHOLD_", str(4 << 30))
     return env
 
 

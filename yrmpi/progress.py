@@ -8,7 +8,8 @@ Rules, from measurements on oversubscribed nodes (see docs/architecture.md):
   node costs a scheduler time slice (milliseconds), far more than the call.
 - A standby serve thread checks every `STANDBY_S`; if the poller has been running a job for
   longer than `HANDOVER_S`, the standby takes over polling, so one long call never stalls
-  the other instances on the rank (leader/followers, with a lazy hand-off).
+  the other instances on the rank (leader/followers, with a lazy hand-off). On a rank with
+  no call for `STANDBY_ACTIVE_S` it checks every `IDLE_STANDBY_S` only.
 - Nobody spins while another thread runs user code or waits: spinning would hold the GIL and
   a core. Spinning lasts `SPIN_S` after the last message; then polling backs off
   exponentially up to `MAX_SLEEP_S`, sleeping on a condition that new work interrupts.
@@ -30,6 +31,8 @@ MAX_SLEEP_S = 0.002
 IDLE_AFTER_S = 0.1
 IDLE_SLEEP_S = 0.02
 STANDBY_S = 0.005
+STANDBY_ACTIVE_S = 1.0  # a rank that started a call this recently keeps its standby alert
+IDLE_STANDBY_S = 0.1
 HANDOVER_S = 0.001
 PARKED_S = 0.5
 
@@ -184,9 +187,12 @@ class Progress:
             if self._poller is None and (self._in_user == 0 or monotonic() - self._job_started >= HANDOVER_S):
                 self._poller = me
                 return None
+            # The first parked thread is the standby: it checks often while calls run on this
+            # rank (recently), rarely on an idle rank, where its wake-ups would only cost CPU.
+            active = monotonic() - self._job_started < STANDBY_ACTIVE_S
             standby = self._parked == 0
             self._parked += 1
-            self._cond.wait(STANDBY_S if standby else PARKED_S)
+            self._cond.wait((STANDBY_S if active else IDLE_STANDBY_S) if standby else PARKED_S)
             self._parked -= 1
         return None
 

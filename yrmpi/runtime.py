@@ -184,6 +184,9 @@ class Runtime:
         return table
 
     def _on_ranks_failed(self, ranks: list[int]) -> None:
+        ranks = [r for r in ranks if r not in self._byes]  # hosts that finished and exited
+        if not ranks or self.stopped.is_set():
+            return
         if self.rank == 0:
             print(f"yrmpi: rank(s) {ranks} died (process failure); the job goes on", file=sys.stderr, flush=True)
         if 0 in ranks and self.rank != 0:

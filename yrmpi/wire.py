@@ -29,7 +29,8 @@ def _needs_cloudpickle(data: bytes) -> bool:
     not load on another rank, which never ran the driver script."""
     if b"__main__" in data:
         return True
-    return any(name.encode() in data for name in cloudpickle.cloudpickle._PICKLE_BY_VALUE_MODULES)
+    by_value = cloudpickle.cloudpickle._PICKLE_BY_VALUE_MODULES
+    return bool(by_value) and any(name.encode() in data for name in by_value)
 
 
 _session = threading.local()
