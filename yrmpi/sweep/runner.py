@@ -178,12 +178,16 @@ def size_launch(config: SweepConfig, n_todo: int, ranks: int | None = None,
 
 
 # -- signals --------------------------------------------------------------------------------------
+DOUBLE_SIGNAL_S = 1.0
+
+
 class StopRequest:
     """Counts SIGTERM/SIGUSR1 on rank 0. The handler only sets a flag: the loop acts on it."""
 
     def __init__(self) -> None:
         self.count = 0
         self.name: str | None = None
+        self._first = 0.0
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
@@ -196,9 +200,15 @@ class StopRequest:
         self._previous.clear()
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
+        # `scancel --signal=USR1 --full` delivers one signal twice within milliseconds (to the
+        # launcher and through the batch shell): only a signal a second later means "stop now".
+        now = time.monotonic()
+        if self.count and now - self._first < DOUBLE_SIGNAL_S:
+            return
         self.count += 1
         if self.name is None:
             self.name = signal.Signals(signum).name
+            self._first = now
 
 
 def ignore_stop_signals() -> None:
