@@ -51,12 +51,26 @@ def _slurm(argv: list[str]) -> int:
     return slurm_command(argv)
 
 
+def _bench(argv: list[str]) -> int:
+    """`python -m benchmarks` from the source tree (benchmarks/ is not part of the installed package)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "benchmarks" / "__main__.py").is_file():
+        print(f"yrmpi bench: no benchmarks/ next to {root / 'yrmpi'}; run it from a source checkout "
+              "(pip install -e '.[bench]')", file=sys.stderr)
+        return 2
+    return subprocess.call([sys.executable, "-m", "benchmarks", *argv], cwd=root)
+
+
 # name -> (handler, one-line usage); handlers import their module lazily so `yrmpi run` stays light.
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "run": (_run, "yrmpi run [-n N] script.py [args]      launch a job on N ranks"),
     "sweep": (_sweep, "yrmpi sweep FILE.yaml [--dry-run] ...  run (or resume) a YAML sweep"),
     "report": (_report, "yrmpi report DIR                       ranked table of a sweep's journal"),
     "slurm": (_slurm, "yrmpi slurm FILE.yaml [-o F] [--submit]  write (and submit) a Slurm batch script"),
+    "bench": (_bench, "yrmpi bench [--quick] [--only A,B]       run benchmarks/ (writes benchmarks/results.md)"),
 }
 
 
