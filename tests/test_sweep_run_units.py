@@ -165,10 +165,13 @@ def test_report_command_accepts_the_yaml(tmp_path: Path, capsys) -> None:
 
 
 # -- signals --------------------------------------------------------------------------------------
-def test_stop_request_only_counts_signals() -> None:
+def test_stop_request_only_counts_signals(monkeypatch) -> None:
+    clock = iter([100.0, 100.2, 101.5])  # the second signal is the same one delivered twice
+    monkeypatch.setattr("yrmpi.sweep.runner.time.monotonic", lambda: next(clock))
     stop = StopRequest()
     stop.install()
     try:
+        os.kill(os.getpid(), signal.SIGUSR1)
         os.kill(os.getpid(), signal.SIGUSR1)
         os.kill(os.getpid(), signal.SIGTERM)
     finally:

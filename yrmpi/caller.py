@@ -211,13 +211,14 @@ class Caller:
             "namespace": opts.namespace or "",
             "get_if_exists": opts.get_if_exists,
             "detached": opts.detached,
-            "policy": opts.placement,
+            "policy": opts.custom_extensions.get("placement") or rt.settings["placement"],
             "timeout_ms": opts.schedule_timeout_ms,
             "oneshot": oneshot,
             "recover": opts.recover_retry_times,
             "methods": methods,
         }
         rt.send(0, ("create", iid, rt.rank, owner, spec))
+        rt.collectives.created(owner, label, iid)  # its siblings' group must grow before our next call
         return state
 
     def on_placed(self, iid: int, rank: int, actual_iid: int | None = None) -> None:
@@ -315,8 +316,16 @@ class Caller:
         for call_id, call in list(self.calls.items()):
             if call.state is state:
                 self.calls.pop(call_id, None)
-                for slot in call.slots:
-                    slot.set_error(error)
+                self._fail_or_retry(call, error)
+
+    @staticmethod
+    def _fail_or_retry(call: PendingCall, error: BaseException) -> None:
+        """A stateless call with retries left runs again on a new one-shot instance."""
+        if call.resubmit is not None and call.retries_left > 0 and not isinstance(error, CancelError):
+            call.resubmit(call)  # sends from the polling thread: small and non-blocking
+            return
+        for slot in call.slots:
+            slot.set_error(error)
 
     # -- calls -----------------------------------------------------------------------------
     def call(
@@ -325,8 +334,8 @@ class Caller:
     ) -> list[ObjectRef]:
         """Send a call (or queue it until the instance is placed); refs to its results."""
         rt = self.rt
-        if state.ended is not None:
-            raise YRRuntimeError("this instance is terminated", errors.ERR_INSTANCE_EXITED)
+        if state.ended is not None:  # why it ended: terminated, its constructor raised, no room, ...
+            raise state.ended
         if pending is None:
             call_id = rt.new_id()
             refs = [ObjectRef(rt.new_id() if i else call_id, rt.rank, Slot()) for i in range(max(nret, 1))]
@@ -357,12 +366,7 @@ class Caller:
         if call is None:
             return
         if not ok:
-            error = error_from_info(payload)
-            if call.resubmit is not None and call.retries_left > 0 and not isinstance(error, CancelError):
-                call.resubmit(call)  # sends from the polling thread: small and non-blocking
-                return
-            for slot in call.slots:
-                slot.set_error(error)
+            self._fail_or_retry(call, error_from_info(payload))
             return
         if call.nret <= 1:
             call.slots[0].set_result(payload)
@@ -384,8 +388,13 @@ class Caller:
         state = self.instances.get(iid)
         if state is None:
             return
+        error = InstanceExitedError(reason, code)
         if state.ended is None:
-            state.ended = InstanceExitedError(reason, code)
+            state.ended = error
+        if state.rank is None:  # never placed: no host will answer the calls queued here
+            with state.lock:
+                state.pending = []
+            self._fail_calls(state, state.ended)
         if state.handles <= 0:  # nothing here can refer to it any more: forget it
             self.instances.pop(iid, None)
 
@@ -446,7 +455,7 @@ class Caller:
 
     def terminate(self, state: InstanceState, reason: str, graceful: bool, sync: bool = False) -> None:
         if state.ended is None:
-            self.end_instance(state, InstanceExitedError(f"{state.cls_name} instance was {reason}"))
+            self.end_instance(state, InstanceExitedError("this instance is terminated"))
         msg = ("kill", state.iid, reason, graceful, self.rt.rank, sync)
         if sync:
             self.rt.request(msg, key=state.iid, timeout=None)

@@ -12,8 +12,10 @@ How it stays correct and interruptible (the parts that are easy to get wrong):
 - Every epoch (membership version) gets its own communicator and tag; a member of an old epoch
   cannot match a collective of a new one. An added member switches the old members over at the
   same collective on all of them (one MAX allreduce of their call counts on a control
-  communicator); a member that ends, or a mismatch, tears the epoch down: members blocked in it
-  get an error, the next call re-carves.
+  communicator); the owner's rank announces the addition to the siblings' ranks itself
+  (`Collectives.created`, called from Caller.create), because its next calls to them could
+  overtake the scheduler's notice. A member that ends, or a mismatch, tears the epoch down:
+  members blocked in it get an error, and the next call re-carves.
 - Each distinct call signature (kind, dtype, shape, op) gets its own duplicate communicator the
   first time it is used (after checking all members agree), so members that disagree can never
   match each other's buffers; they stall instead, and the scheduler, asked by a stalled member,
@@ -21,6 +23,8 @@ How it stays correct and interruptible (the parts that are easy to get wrong):
 - Several members on one rank combine locally first; only one thread per rank talks MPI.
 - Waiting spins briefly on `Test`, then sleeps with backoff, polls the runtime's wire (so that
   tear-down messages arrive even when every serve thread is busy) and checks a cancel flag.
+- The steady state of a training loop (`_Fast`: one member per rank, same signature, same
+  buffers) skips all of the above but the bookkeeping, and uses a persistent MPI collective.
 """
 
 from __future__ import annotations
@@ -57,13 +61,14 @@ __all__ = [
 OPS = ("sum", "mean", "max", "min", "prod")
 
 # Waiting. Nonblocking collectives advance only inside Test (libnbc, MPICH), so first spin on
-# Test (yielding the core between tests: ranks usually outnumber cores) for about as long as the
-# transfer should take: SPIN_S, or twice the time its size suggests, at most SPIN_MAX_S. Then sleep
-# FAST_SLEEP_S between tests while it may still be in flight, then back off to SLEEP_MAX_S: a
-# member waiting for a peer that is still computing must not hold a core.
+# Test for about as long as the transfer should take: SPIN_S, or twice the time its size
+# suggests, at most SPIN_MAX_S (sched_yield between tests measured slower, even with more ranks
+# than cores). Then sleep FAST_SLEEP_S between tests while it may still be in flight, then back
+# off to SLEEP_MAX_S: a member waiting for a peer that is still computing must not hold a core.
+SPIN_TESTS = 64  # a first burst of Tests without reading the clock (small messages finish here)
 SPIN_S = 300e-6
 SPIN_MAX_S = 0.005
-SPIN_YIELD = True
+SPIN_YIELD = False
 BANDWIDTH = 1.5e9  # bytes/s, for the expected duration of a transfer (a rough, low figure)
 FAST_SLEEP_S = 50e-6
 FAST_S = 0.01
@@ -140,10 +145,16 @@ _ufuncs = {"sum": np.add, "mean": np.add, "prod": np.multiply, "max": np.maximum
 _pyops = {"sum": operator.add, "mean": operator.add, "prod": operator.mul, "max": max, "min": min}
 
 
-def _MPI() -> Any:
-    from mpi4py import MPI
+_mpi_module: Any = None
 
-    return MPI
+
+def _MPI() -> Any:
+    global _mpi_module
+    if _mpi_module is None:
+        from mpi4py import MPI
+
+        _mpi_module = MPI
+    return _mpi_module
 
 
 def _mpi_op(op: str, dtype: np.dtype) -> Any:
@@ -248,11 +259,17 @@ class _Epoch:
         self.switch_at: int | None = None
         self.inside: set[int] = set()  # local members inside a collective call right now
         self.retired: set[int] = set()  # local members that left this epoch for good
+        self.freed = False
         self.abandoned: list = []  # buffers of requests that never completed: keep them alive
+        self.persistent: list = []  # inactive persistent requests on this epoch's communicators
 
     @property
     def name(self) -> str:
         return _group_label(self.gid)
+
+
+def _carved_or_dead(ec: _Epoch) -> bool:
+    return ec.ready.is_set() or ec.dead is not None
 
 
 def _group_label(gid: tuple) -> str:
@@ -290,8 +307,8 @@ class Collectives:
         self.last_epoch: dict[tuple[tuple, int], int] = {}  # (gid, iid) -> the last epoch it left
         self.lock = threading.Lock()
         self.active: set[tuple] = set()  # (owner, class) of groups whose members this rank created
+        self.fast: dict[tuple, _Fast] = {}  # (iid, group, dtype, shape, op) -> a prepared allreduce
         self._replies: dict[int, list] = {}
-        self._thread = threading.local()
 
     def handlers(self) -> dict[str, Callable]:
         table = {
@@ -312,9 +329,9 @@ class Collectives:
         return table
 
     def free(self) -> None:
-        for comm in (self.base,):
+        for handle in (self.world_group, self.base):
             try:
-                comm.Free()
+                handle.Free()
             except Exception:
                 pass
 
@@ -354,10 +371,9 @@ class Collectives:
                 ec.comm, ec.ctl = comm, ctl
                 if ec.switch_wanted:
                     self._post_switch(ec)
-                unused = len(ec.retired) == len(ec.local)
-            if unused:
-                self._free(ec)
         ec.ready.set()
+        if len(ec.retired) == len(ec.local):  # torn down while carving: nobody will use it
+            self._free(ec)
 
     def on_fail(self, gid: tuple, iid: int, message: str, kind: str) -> None:
         """The scheduler refused or dropped a member's join."""
@@ -427,7 +443,6 @@ class Collectives:
             idle = [iid for iid in ec.local if iid not in ec.inside]
         for rnd in rounds:
             rnd.done.set()
-        ec.ready.set()
         for iid in idle:  # members inside a collective leave when they notice
             self.retire(ec, iid)
 
@@ -450,30 +465,23 @@ class Collectives:
     # -- waiting --------------------------------------------------------------------------
     def poll_wire(self) -> None:
         """Let the runtime receive messages while this thread waits (the serve threads may all be
-        busy in collectives). Work found here goes to another serve thread: this one is blocked."""
-        progress = self.rt.progress
-        local = getattr(progress, "_local", None)
-        was = getattr(local, "server", False)
-        if local is not None:
-            local.server = False
-        try:
-            progress.poll()
-        finally:
-            if local is not None:
-                local.server = was
+        busy in collectives). Work found here goes to another serve thread (Progress.submit)."""
+        self.rt.progress.poll()
 
     def wait(self, done: Callable[[], bool], inst: Any, ec: _Epoch | None = None,
-             event: threading.Event | None = None, est_s: float = 0.0, stall: Callable[[], None] | None = None,
+             event: threading.Event | None = None, est_s: float = 0.0, stall: _Epoch | None = None,
              spin: bool = True) -> None:
-        """Wait until done(); raise if the epoch is torn down or this instance ends meanwhile."""
+        """Wait until done(); raise if the epoch is torn down or this instance ends meanwhile.
+        With `stall`, a long wait asks the scheduler to compare that epoch's call signatures."""
         if done():
             return
         now = time.monotonic()
         if spin and event is None:
             end = now + min(max(SPIN_S, 2 * est_s), SPIN_MAX_S)
             while time.monotonic() < end:
-                if done():
-                    return
+                for _ in range(8):
+                    if done():
+                        return
                 if SPIN_YIELD:
                     os.sched_yield()
         sleep = FAST_SLEEP_S
@@ -502,7 +510,7 @@ class Collectives:
                 self.poll_wire()
                 next_wire = now + WIRE_S
             if now >= next_stall:
-                stall()
+                self.rt.send(0, ("coll_stall", stall.gid, stall.epoch))
                 stall_every = min(stall_every * 2, STALL_MAX_S)
                 next_stall = now + stall_every
 
@@ -526,7 +534,7 @@ class Collectives:
             ec = self.members.get(key)
             if ec is not None:
                 if not ec.ready.is_set():
-                    self.wait(ec.ready.is_set, inst, event=ec.ready, spin=False)
+                    self.wait(functools.partial(_carved_or_dead, ec), inst, event=ec.ready, spin=False)
                 if ec.failure is not None and ec.dead is None:
                     raise _fresh(ec.failure)
                 with ec.lock:
@@ -553,7 +561,7 @@ class Collectives:
                     return True
             return False
 
-        self.wait(done, inst, ec)
+        self.wait(done, inst)
 
     def retire(self, ec: _Epoch, iid: int) -> None:
         """A local member leaves this epoch for good; the last one frees its communicators."""
@@ -566,18 +574,32 @@ class Collectives:
         if self.members.get(key) is ec:
             del self.members[key]
         self.last_epoch[key] = max(self.last_epoch.get(key, 0), ec.epoch)
+        for fkey in [k for k, f in list(self.fast.items()) if f.ec is ec and k[0] == iid]:
+            self.fast.pop(fkey, None)
         if finished:
             with self.lock:
                 self.groups[ec.gid].live.discard(ec)
-            if ec.ready.is_set():
-                self._free(ec)
+            self._free(ec)
 
     @staticmethod
     def _free(ec: _Epoch) -> None:
-        """Free an epoch's communicators (not if a request on them never completed)."""
-        if ec.abandoned or ec.switch_req is not None and ec.switch_at is None:
-            return
-        comms, ec.comms = [*ec.comms.values(), ec.ctl, ec.comm], {}
+        """Free an epoch's communicators once carved and left by every local member; never if a
+        request on them did not complete (MPI may still use it). Idempotent."""
+        with ec.lock:
+            if ec.freed or not ec.ready.is_set() or ec.abandoned:
+                return
+            if ec.switch_req is not None and ec.switch_at is None:
+                if not ec.switch_req.Test():
+                    return
+                ec.switch_at = int(ec.switch_buf[1][0])
+            ec.freed = True
+            reqs, ec.persistent = ec.persistent, []
+            comms, ec.comms = [*ec.comms.values(), ec.ctl, ec.comm], {}
+        for req in reqs:
+            try:
+                req.Free()
+            except Exception:
+                pass
         for comm in comms:
             if comm is not None:
                 try:
@@ -635,9 +657,6 @@ class Collectives:
         return pos, count
 
     # -- running one collective -----------------------------------------------------------
-    def stall_reporter(self, ec: _Epoch) -> Callable[[], None]:
-        return lambda: self.rt.send(0, ("coll_stall", ec.gid, ec.epoch))
-
     def reset(self, gid: tuple, epoch: int | None, reason: str) -> None:
         """Tear the group's current epoch down (its members must learn of a local failure)."""
         self.rt.send(0, ("group_reset", gid, epoch, reason, "mismatch"))
@@ -645,8 +664,12 @@ class Collectives:
     def mpi_wait(self, req: Any, ec: _Epoch, inst: Any, nbytes: int, keep: tuple) -> None:
         """Wait for a nonblocking MPI request; on interruption keep its buffers alive forever
         (MPI may still touch them)."""
+        test = req.Test
+        for _ in range(SPIN_TESTS):
+            if test():
+                return
         try:
-            self.wait(req.Test, inst, ec, est_s=nbytes / BANDWIDTH, stall=self.stall_reporter(ec))
+            self.wait(test, inst, ec, est_s=nbytes / BANDWIDTH, stall=ec)
         except BaseException:
             ec.abandoned.append((req, keep))
             raise
@@ -753,7 +776,7 @@ def _run_in(what: str, coll: Collectives, inst: Any, gid: tuple, key: tuple, pay
         if last:
             del ec.rounds[seq]
     if not last:
-        coll.wait(rnd.done.is_set, inst, ec, event=rnd.done, stall=coll.stall_reporter(ec))
+        coll.wait(rnd.done.is_set, inst, ec, event=rnd.done, stall=ec)
         if rnd.error is not None:
             raise _fresh(rnd.error)
         if rnd.results is None:  # woken by a tear-down, not by the sibling that ran the round
@@ -819,6 +842,15 @@ def allreduce(x: Any, op: str = "sum", group: str | None = None, out: np.ndarray
     `out=x` to reduce in place). Other values (numbers, small picklable objects) are gathered
     and combined with Python operators in group order.
     """
+    rt = _rt._current
+    if rt is not None and type(x) is np.ndarray and (out is None or type(out) is np.ndarray):
+        inst = getattr(rt.context, "instance", None)
+        if inst is not None:
+            fast = rt.collectives.fast.get((inst.iid, group, x.dtype, x.shape, op))
+            if fast is not None:
+                result = fast.allreduce(x, out, inst)
+                if result is not None:
+                    return result
     if not isinstance(x, np.ndarray):
         problem = None if op in OPS else f"op must be one of {', '.join(OPS)}; got {op!r}"
         return _run("allreduce", group, ("allreduce", "object", op), x, problem, functools.partial(_w_obj_reduce, op))
@@ -829,8 +861,132 @@ def allreduce(x: Any, op: str = "sum", group: str | None = None, out: np.ndarray
         elif not out.flags.c_contiguous:
             problem = "out must be C-contiguous"
     x = _contig(x)
-    return _run("allreduce", group, _array_key("allreduce", x, op), (x, out), problem,
-                functools.partial(_w_allreduce, op))
+    key = _array_key("allreduce", x, op)
+    result = _run("allreduce", group, key, (x, out), problem, functools.partial(_w_allreduce, op))
+    _Fast.prepare(group, key, op)
+    return result
+
+
+class _Fast:
+    """A prepared allreduce for one member and one signature: the steady state of a training
+    loop (one member per rank, same shape every step) costs a few attribute checks, the
+    bookkeeping the switch-over and mismatch diagnosis need, and the MPI call."""
+
+    __slots__ = ("coll", "ec", "comm", "mop", "key", "mean", "mkey", "ckey", "last", "persistent")
+
+    def __init__(self, coll: Collectives, ec: _Epoch, comm: Any, key: tuple, op: str, mkey: tuple,
+                 ckey: tuple) -> None:
+        self.coll, self.ec, self.comm, self.key, self.mkey, self.ckey = coll, ec, comm, key, mkey, ckey
+        self.mop = _mpi_op(op, key[1])
+        self.mean = op == "mean"
+        self.last: tuple | None = None  # the (x, out) of the previous call
+        self.persistent: tuple | None = None  # (x, out, request): MPI_Allreduce_init on those buffers
+
+    def _request(self, x: np.ndarray, out: np.ndarray) -> Any:
+        """A started request. The same (x, out) twice in a row (a training loop) gets a persistent
+        collective (MPI-4), which skips rebuilding the schedule each call; it holds the buffers."""
+        p = self.persistent
+        if p is not None and p[0] is x and p[1] is out:
+            p[2].Start()
+            return p[2]
+        send = _mpi_module.IN_PLACE if out is x else x
+        last = self.last
+        if last is not None and last[0] is x and last[1] is out and hasattr(self.comm, "Allreduce_init"):
+            try:
+                req = self.comm.Allreduce_init(send, out, self.mop)
+            except (NotImplementedError, _mpi_module.Exception):
+                req = None
+            if req is not None:
+                self.drop_persistent()
+                self.persistent = (x, out, req)
+                self.ec.persistent.append(req)
+                req.Start()
+                return req
+        self.last = (x, out)
+        return self.comm.Iallreduce(send, out, self.mop)
+
+    def drop_persistent(self) -> None:
+        p, self.persistent = self.persistent, None
+        if p is not None and p[2] in self.ec.persistent:
+            self.ec.persistent.remove(p[2])
+            try:
+                p[2].Free()
+            except Exception:
+                pass
+
+    @staticmethod
+    def prepare(group: str | None, key: tuple, op: str) -> None:
+        """After a successful call on the general path: prepare the next ones, if they qualify."""
+        rt = _rt._current
+        inst = getattr(rt.context, "instance", None) if rt is not None else None
+        if inst is None:
+            return
+        coll = rt.collectives
+        mkey = ((("named", inst.owner, group) if group else ("cls", inst.owner, inst.cls_name)), inst.iid)
+        ec = coll.members.get(mkey)
+        if ec is None or ec.dead is not None or len(ec.local) != 1 or ec.nranks < 2:
+            return
+        comm = ec.comms.get(key)
+        ckey = (inst.iid, group, key[1], key[2], op)
+        if comm is not None and len(coll.fast) < 4 * MAX_COMMS:
+            coll.fast[ckey] = _Fast(coll, ec, comm, key, op, mkey, ckey)
+
+    def allreduce(self, x: np.ndarray, out: np.ndarray | None, inst: Any) -> np.ndarray | None:
+        """The result, or None: then the general path takes over (the epoch changed, odd buffers)."""
+        ec, coll, iid = self.ec, self.coll, inst.iid
+        if not x.flags.c_contiguous or (out is not None and out is not x and (
+                out.shape != x.shape or out.dtype != x.dtype or not out.flags.c_contiguous)):
+            return None
+        # Lock-free against the switch-over (GIL order): we count this call, then look at
+        # switch_wanted; the handler sets switch_wanted, then reads the counts. If we see it set,
+        # we cannot tell whether it counted us: undo, and let the general path settle it.
+        started = ec.started
+        seq = started[iid] + 1
+        started[iid] = seq
+        ec.inside.add(iid)
+        if ec.switch_wanted or ec.dead is not None:
+            started[iid] = seq - 1
+            ec.inside.discard(iid)
+            coll.fast.pop(self.ckey, None)
+            self.drop_persistent()
+            return None
+        ec.history[iid].append((seq, self.key))
+        waiting = getattr(inst, "waiting", None)  # what Runtime.blocked does, without its overhead
+        me = threading.get_ident()
+        if waiting is not None:
+            waiting.add(me)
+        try:
+            if out is None:
+                out = np.empty_like(x)
+            req = self._request(x, out)
+            test = req.Test
+            for _ in range(SPIN_TESTS):
+                if test():
+                    break
+            else:
+                try:
+                    coll.mpi_wait(req, ec, inst, x.nbytes, (x, out))
+                except BaseException:
+                    if self.persistent is not None and self.persistent[2] is req:
+                        self.persistent = None  # still active: never Start it again, never Free it
+                        ec.persistent.remove(req)
+                    raise
+            if self.mean:
+                out /= ec.size
+            return out
+        except (CollectiveError, InstanceExitedError):
+            raise
+        except Exception as exc:
+            coll.reset(ec.gid, ec.epoch, f"a member failed in allreduce (collective #{seq}): {exc}")
+            if isinstance(exc, _MPI().Exception):
+                raise CollectiveError(f"allreduce in {ec.name} failed in MPI: {exc}") from exc
+            raise
+        finally:
+            if waiting is not None:
+                waiting.discard(me)
+            ec.inside.discard(iid)  # atomic; a tear-down that saw us inside is noticed just below
+            if ec.dead is not None or inst.ended is not None:
+                coll.retire(ec, iid)
 
 
 def _w_allreduce(op: str, coll: Collectives, ec: _Epoch, inst: Any, items: list, seq: int) -> list:

@@ -59,7 +59,7 @@ class Progress:
         self._in_user = 0  # threads running user code: jobs, and the driver's main thread
         self._waiters = 0
         self._last_message = monotonic()
-        self._local = threading.local()  # .user: counted in _in_user; .server: a serve thread
+        self._local = threading.local()  # .user: this thread is counted in _in_user
         self.stopped = False
 
     def count_as_user(self) -> None:
@@ -133,11 +133,12 @@ class Progress:
             self._spawn()
 
     def submit(self, job: Callable[[], None]) -> None:
-        """Queue work for a serve thread. The poller runs what it found itself; work found by
-        a waiting user thread wakes a parked serve thread (or a new one)."""
+        """Queue work for a serve thread. The polling serve thread runs what it found itself;
+        work found by any other thread (a user thread waiting, a serve thread busy in a call)
+        wakes a parked serve thread, or starts one."""
         with self._cond:
             self._ready.append(job)
-            if not getattr(self._local, "server", False):
+            if self._poller != threading.get_ident():
                 if self._parked:
                     self._cond.notify()
                 else:
@@ -198,7 +199,6 @@ class Progress:
 
     def _serve(self) -> None:
         me = threading.get_ident()
-        self._local.server = True
         sleep = MIN_SLEEP_S
         while True:
             with self._cond:

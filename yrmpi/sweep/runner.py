@@ -448,6 +448,7 @@ class SweepRunner:
             now = time.monotonic()
             self._expire(now)
             if now >= next_status:
+                self._replan()  # a rank may have died after the failure it caused was reported
                 self.log(self.status())
                 next_status = now + interval
         reason = f"{self.stopped_by}: not finished within grace_period={self.config.grace_period:g} s"
