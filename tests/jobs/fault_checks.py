@@ -9,6 +9,7 @@ import signal
 import tempfile
 import time
 
+import numpy as np
 from checklib import check, main
 
 import yrmpi as yr
@@ -210,6 +211,49 @@ def deadlock_is_reported_with_arithmetic():
     print(f"INFO deadlock reported after {time.monotonic() - start:.2f} s", flush=True)
     for h in hogs:
         h.terminate()
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=300))
+class GradWorker:
+    def reduce_steps(self, steps):
+        grad = np.full(1000, float(yr.collective.rank() + 1))
+        for _ in range(steps):
+            total = yr.collective.allreduce(grad)
+        return float(total[0])
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100))
+class GradSupervisor:
+    def __init__(self, n):
+        self.workers = [GradWorker.invoke() for _ in range(n)]
+
+    def train(self, steps):
+        return yr.get([w.reduce_steps.invoke(steps) for w in self.workers])
+
+    def abort_mid_allreduce(self):
+        self.pending = self.workers[0].reduce_steps.invoke(1000)  # its peer never joins: it blocks
+        time.sleep(0.5)
+        yr.exit()
+
+
+@check
+def a_supervisor_abort_tears_down_only_its_subgroup():
+    base = settled_usage()["cpu_used"]
+    sups = [GradSupervisor.invoke(2) for _ in range(8)]
+    runs = [s.train.invoke(50) for s in sups[:7]]
+    aborted = sups[7].abort_mid_allreduce.invoke()
+    start = time.monotonic()
+    try:
+        yr.get(aborted, timeout=60)
+        raise AssertionError("the aborting supervisor returned")
+    except yr.YRError as exc:
+        assert exc.code == 1007 and "GradSupervisor" in str(exc) and "yr.exit" in str(exc), str(exc)
+    assert yr.get(runs, timeout=120) == [[3.0, 3.0]] * 7, "the other experiments ran on, unaffected"
+    took = wait_until(lambda: cpu_used() == base + 7 * (100 + 2 * 300), what="the aborted subgroup's ranks freed")
+    print(f"INFO aborted subgroup freed {time.monotonic() - start:.2f} s after the abort call "
+          f"(capacity check took {took:.2f} s)", flush=True)
+    for s in sups[:7]:
+        s.terminate()
 
 
 def _rank_death(how: str, recover: int):
