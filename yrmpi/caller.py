@@ -143,14 +143,19 @@ class Objects:
         return ObjectRef(self.rt.new_id(), self.rt.rank, slot)
 
 
-@dataclass
 class PendingCall:
-    call_id: int
-    refs: list[ObjectRef]
-    state: InstanceState
-    nret: int
-    resubmit: Any = None  # stateless calls: submit(pending) runs the call again, on a new instance
-    retries_left: int = 0
+    """A call sent and not answered yet (one per call: a plain class with slots, it is cheap)."""
+
+    __slots__ = ("call_id", "refs", "state", "nret", "resubmit", "retries_left")
+
+    def __init__(self, call_id: int, refs: list[ObjectRef], state: InstanceState, nret: int,
+                 resubmit: Any = None, retries_left: int = 0) -> None:
+        self.call_id = call_id
+        self.refs = refs
+        self.state = state
+        self.nret = nret
+        self.resubmit = resubmit  # stateless calls: submit(pending) runs the call again, on a new instance
+        self.retries_left = retries_left
 
     @property
     def slots(self) -> list[Slot]:

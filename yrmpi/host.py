@@ -289,9 +289,10 @@ def _raise_in_thread(ident: int, exc_type: type) -> None:
 
 def _resolve_refs(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """ObjectRefs passed as top-level arguments become their values before the call runs."""
-    if not any(isinstance(a, ObjectRef) for a in args) and not any(
-        isinstance(v, ObjectRef) for v in kwargs.values()
-    ):
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, ObjectRef):
+            break
+    else:
         return args, kwargs
     from .api import get
 

@@ -6,7 +6,6 @@ script); the other ranks host instances. `start` is collective over the world co
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import socket
@@ -14,7 +13,6 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
 from typing import Any
 
 from .caller import Caller, Objects
@@ -198,22 +196,9 @@ class Runtime:
             self.scheduler.on_ranks_failed(ranks)
 
     # -- waiting and interruption ----------------------------------------------------------
-    @contextlib.contextmanager
-    def blocked(self) -> Iterator[None]:
+    def blocked(self) -> Blocked:
         """Mark the calling thread as waiting inside yrmpi (deadlock detection, teardown)."""
-        inst = getattr(self.context, "instance", None)
-        me = threading.get_ident()
-        if inst is not None:
-            inst.waiting.add(me)
-        elif self.rank == 0:
-            self._driver_waiting += 1
-        try:
-            yield
-        finally:
-            if inst is not None:
-                inst.waiting.discard(me)
-            elif self.rank == 0:
-                self._driver_waiting -= 1
+        return Blocked(self)
 
     def driver_is_waiting(self) -> bool:
         return self._driver_waiting > 0
@@ -279,6 +264,29 @@ class Runtime:
         self.collectives.free()
         self.wire.free()
         _current = None
+
+
+class Blocked:
+    """`with rt.blocked():` around a wait (a class, not a generator: it is on every `yr.get`)."""
+
+    __slots__ = ("rt", "inst", "me")
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.inst = getattr(rt.context, "instance", None)
+
+    def __enter__(self) -> None:
+        if self.inst is not None:
+            self.me = threading.get_ident()
+            self.inst.waiting.add(self.me)
+        elif self.rt.rank == 0:
+            self.rt._driver_waiting += 1
+
+    def __exit__(self, *exc: object) -> None:
+        if self.inst is not None:
+            self.inst.waiting.discard(self.me)
+        elif self.rt.rank == 0:
+            self.rt._driver_waiting -= 1
 
 
 TIMED_OUT = object()
