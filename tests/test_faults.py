@@ -36,7 +36,12 @@ def test_fault_job_goes_on_and_exits_cleanly(fault_run):
 
 def test_rank_that_exits_without_a_signal_is_detected_with_heartbeat():
     name = HEARTBEAT_ONLY
-    proc = run_yrmpi(["run", "-n", "4", str(SCRIPT), name], timeout=120, env=job_env(YRMPI_FT="heartbeat"))
+    for _attempt in range(3):
+        proc = run_yrmpi(["run", "-n", "4", str(SCRIPT), name], timeout=120, env=job_env(YRMPI_FT="heartbeat"))
+        # Open MPI 5.0's heartbeat detector sometimes crashes MPI_Init itself (a segfault in
+        # ompi_comm_revoke_local): the reason it is not yrmpi's default. Such a launch is retried.
+        if "ompi_comm_revoke_local" not in proc.stderr:
+            break
     result = parse_checks(proc).get(name)
     assert result is not None, proc.stderr[-3000:]
     assert result["ok"], result["error"]
