@@ -807,10 +807,15 @@ def _work(what: str, coll: Collectives, ec: _Epoch, inst: Any, work: Callable, i
     except (CollectiveError, InstanceExitedError):
         raise
     except Exception as exc:
-        coll.reset(ec.gid, ec.epoch, f"a member failed in {what} (collective #{seq}): {exc}")
-        if isinstance(exc, _MPI().Exception):
-            raise CollectiveError(f"{what} in {ec.name} failed in MPI: {exc}") from exc
+        _fail_epoch(coll, ec, what, seq, exc)
         raise
+
+
+def _fail_epoch(coll: Collectives, ec: _Epoch, what: str, seq: int, exc: Exception) -> None:
+    """Tear the epoch down after a local failure; an MPI error surfaces as a CollectiveError."""
+    coll.reset(ec.gid, ec.epoch, f"a member failed in {what} (collective #{seq}): {exc}")
+    if isinstance(exc, _MPI().Exception):
+        raise CollectiveError(f"{what} in {ec.name} failed in MPI: {exc}") from exc
 
 
 class _Failed:
@@ -977,9 +982,7 @@ class _Fast:
         except (CollectiveError, InstanceExitedError):
             raise
         except Exception as exc:
-            coll.reset(ec.gid, ec.epoch, f"a member failed in allreduce (collective #{seq}): {exc}")
-            if isinstance(exc, _MPI().Exception):
-                raise CollectiveError(f"allreduce in {ec.name} failed in MPI: {exc}") from exc
+            _fail_epoch(coll, ec, "allreduce", seq, exc)
             raise
         finally:
             if waiting is not None:
