@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -35,6 +36,17 @@ def run_yrmpi(args: list[str], timeout: float = 120, env: dict | None = None,
         out = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         err = (exc.stderr or b"").decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
         pytest.fail(f"job hung for {timeout} s: {cmd}\n--- stdout\n{out[-3000:]}\n--- stderr\n{err[-3000:]}")
+
+
+def check_names(script: Path) -> list[str]:
+    """The checks a check script registers with @check, in order."""
+    return re.findall(r"@check\ndef (\w+)\(", script.read_text())
+
+
+def assert_check(proc: subprocess.CompletedProcess, results: dict[str, dict], name: str) -> None:
+    """One check of a check-script run reported and passed (with the job's output if not)."""
+    assert name in results, f"check {name} did not report\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    assert results[name]["ok"], results[name]["error"]
 
 
 def parse_checks(proc: subprocess.CompletedProcess) -> dict[str, dict]:

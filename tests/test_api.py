@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import ROOT, job_env, parse_checks, run_yrmpi
+from conftest import ROOT, assert_check, check_names, job_env, parse_checks, run_yrmpi
 
 pytestmark = pytest.mark.mpi
 
 CHECKS_SCRIPT = ROOT / "tests" / "jobs" / "api_checks.py"
-CHECK_NAMES = re.findall(r"@check\ndef (\w+)\(", CHECKS_SCRIPT.read_text())
+CHECK_NAMES = check_names(CHECKS_SCRIPT)
 
 
 @pytest.fixture(scope="module")
@@ -21,9 +21,7 @@ def api_run():
 
 @pytest.mark.parametrize("name", CHECK_NAMES)
 def test_api_check(api_run, name):
-    proc, results = api_run
-    assert name in results, f"check {name} did not report\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-    assert results[name]["ok"], results[name]["error"]
+    assert_check(*api_run, name)
 
 
 def test_api_job_exits_cleanly(api_run):

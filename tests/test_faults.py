@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
-from conftest import ROOT, job_env, parse_checks, run_yrmpi
+from conftest import ROOT, assert_check, check_names, job_env, parse_checks, run_yrmpi
 
 pytestmark = pytest.mark.mpi
 
 SCRIPT = ROOT / "tests" / "jobs" / "fault_checks.py"
 HEARTBEAT_ONLY = "rank_that_exits_is_detected_with_heartbeat"
-NAMES = [n for n in re.findall(r"@check\ndef (\w+)\(", SCRIPT.read_text()) if n != HEARTBEAT_ONLY]
+NAMES = [n for n in check_names(SCRIPT) if n != HEARTBEAT_ONLY]
 
 
 
@@ -24,9 +23,7 @@ def fault_run():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_fault_check(fault_run, name):
-    proc, results = fault_run
-    assert name in results, f"check {name} did not report\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-    assert results[name]["ok"], results[name]["error"]
+    assert_check(*fault_run, name)
 
 
 def test_fault_job_goes_on_and_exits_cleanly(fault_run):
@@ -42,9 +39,7 @@ def test_rank_that_exits_without_a_signal_is_detected_with_heartbeat():
         # ompi_comm_revoke_local): the reason it is not yrmpi's default. Such a launch is retried.
         if "ompi_comm_revoke_local" not in proc.stderr:
             break
-    result = parse_checks(proc).get(name)
-    assert result is not None, proc.stderr[-3000:]
-    assert result["ok"], result["error"]
+    assert_check(proc, parse_checks(proc), name)
     assert "skipped" not in proc.stdout
 
 
