@@ -32,6 +32,16 @@ except ImportError:
 SIZES = {"1 KB": 1 << 10, "1 MB": 1 << 20, "64 MB": 64 << 20}
 
 
+def _slowest_raw_call_s(raw, variants: dict) -> float:
+    """Seconds one raw call takes on the slowest member: sizes the repetitions."""
+    from mpi4py import MPI
+
+    raw.Barrier()
+    start = time.perf_counter()
+    variants["raw"]()
+    return raw.allreduce(time.perf_counter() - start, op=MPI.MAX)
+
+
 def _variants(raw: object, x: np.ndarray, out: np.ndarray) -> dict:
     from mpi4py import MPI
 
@@ -60,10 +70,7 @@ class Bench:
             x = np.ones(nbytes // 4, dtype=np.float32)
             out = np.empty_like(x)
             variants = _variants(raw, x, out)
-            raw.Barrier()
-            start = time.perf_counter()
-            variants["raw"]()
-            one = raw.allreduce(time.perf_counter() - start, op=MPI.MAX)
+            one = _slowest_raw_call_s(raw, variants)
             reps = max(1, min(5000, int(budget_s / max(one, 1e-6))))
             times: dict[str, list[float]] = {name: [] for name in variants}
             for i in range(rounds):
@@ -85,10 +92,7 @@ class Bench:
         x = np.ones(nbytes // 4, dtype=np.float32)
         out = np.empty_like(x)
         variants = _variants(raw, x, out)
-        raw.Barrier()
-        start = time.perf_counter()
-        variants["raw"]()
-        one = raw.allreduce(time.perf_counter() - start, op=MPI.MAX)
+        one = _slowest_raw_call_s(raw, variants)
         batch = max(1, int(batch_s / max(one, 1e-7)))
         spent = dict.fromkeys(variants, 0.0)
         calls = 0
