@@ -42,12 +42,6 @@ class Slot:
         if self.done():
             self._fire()
 
-    def remove_callback(self, fn: Callable[[Slot], None]) -> None:
-        try:
-            self._callbacks.remove(fn)
-        except ValueError:
-            pass
-
     def _fire(self) -> None:
         callbacks, self._callbacks = self._callbacks, []
         for fn in callbacks:
