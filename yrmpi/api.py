@@ -6,6 +6,7 @@ import atexit
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import launch
@@ -17,14 +18,6 @@ from .objectref import ObjectRef, Slot
 from .options import Config
 
 _init_lock = threading.Lock()
-_events = threading.local()
-
-
-def _event() -> threading.Event:
-    event = getattr(_events, "event", None)
-    if event is None:
-        event = _events.event = threading.Event()
-    return event
 
 
 def init(conf: Config | None = None) -> None:
@@ -100,35 +93,33 @@ def _as_ref_list(refs: Any, what: str) -> tuple[list[ObjectRef], bool]:
     return list(items), single
 
 
-def wait_slot(slot: Slot, timeout: float | None) -> bool:
-    """Wait (polling) until one slot is done; False on timeout."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    event = _event()
-    slot.add_callback(lambda _s: event.set())
-    rt = _rt.current()
-    with rt.blocked():
-        return rt.progress.wait(slot.done, event, deadline)
+def wait_slot(slot: Slot, deadline: float | None) -> bool:
+    """Wait (polling) until one slot is done; False at the deadline (a monotonic time)."""
+    return slot.done() or _rt.current().wait(slot.done, lambda wake: slot.add_callback(lambda _s: wake()), deadline)
 
 
 def _wait_refs(refs: list[ObjectRef], count: int, deadline: float | None) -> None:
     rt = _rt.current()
     for ref in refs:
         rt.objects.ensure_fetch(ref)
+    if len(refs) == 1:  # the common `yr.get(ref)`: no counting
+        if count:
+            wait_slot(refs[0]._slot, deadline)
+        return
     remaining = [count - sum(1 for r in refs if r._slot.done())]
     if remaining[0] <= 0:
         return
-    event = _event()
+    wake: list[Callable[[], None]] = []
 
     def one_done(_slot: Slot) -> None:
         remaining[0] -= 1
-        if remaining[0] <= 0:
-            event.set()
+        if remaining[0] <= 0 and wake:
+            wake[0]()
 
     for ref in refs:
         if not ref._slot.done():
             ref._slot.add_callback(one_done)
-    with rt.blocked():
-        rt.progress.wait(lambda: remaining[0] <= 0, event, deadline)
+    rt.wait(lambda: remaining[0] <= 0, wake.append, deadline)
 
 
 def get(refs: ObjectRef | list[ObjectRef], timeout: float = 300, allow_partial: bool = False) -> Any:

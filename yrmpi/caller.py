@@ -343,7 +343,8 @@ class Caller:
             raise state.ended
         if pending is None:
             call_id = rt.new_id()
-            refs = [ObjectRef(rt.new_id() if i else call_id, rt.rank, Slot()) for i in range(max(nret, 1))]
+            refs = [ObjectRef(call_id, rt.rank, Slot())]
+            refs += [ObjectRef(rt.new_id(), rt.rank, Slot()) for _ in range(1, nret)]
             pending = PendingCall(call_id, refs, state, nret, resubmit, retries)
         else:  # a retry: same call id and refs, a new instance
             pending.state = state

@@ -273,6 +273,8 @@ class Host:
             del self.gone[next(iter(self.gone))]
 
     def _report_drained(self, inst: Instance) -> None:
+        if inst.ended is None:  # (set once, never cleared: no lock needed to see it unset)
+            return
         with inst.lock:
             if inst.ended is None or inst.threads or inst.drain_reported:
                 return
@@ -289,10 +291,8 @@ def _raise_in_thread(ident: int, exc_type: type) -> None:
 
 def _resolve_refs(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """ObjectRefs passed as top-level arguments become their values before the call runs."""
-    for value in (*args, *kwargs.values()):
-        if isinstance(value, ObjectRef):
-            break
-    else:
+    if not any(isinstance(value, ObjectRef) for value in args) and not (
+            kwargs and any(isinstance(value, ObjectRef) for value in kwargs.values())):
         return args, kwargs
     from .api import get
 

@@ -22,7 +22,7 @@ class Slot:
     def __init__(self) -> None:
         self.value: Any = _MISSING
         self.error: BaseException | None = None
-        self._callbacks: list[Callable[[Slot], None]] = []
+        self._callbacks: list[Callable[[Slot], None]] | None = None  # most slots never get one
         self.fetching = False
 
     def done(self) -> bool:
@@ -30,21 +30,25 @@ class Slot:
 
     def set_result(self, value: Any) -> None:
         self.value = value
-        self._fire()
+        if self._callbacks:
+            self._fire()
 
     def set_error(self, error: BaseException) -> None:
         self.error = error
-        self._fire()
+        if self._callbacks:
+            self._fire()
 
     def add_callback(self, fn: Callable[[Slot], None]) -> None:
         """Run fn(slot) once done (at once if already done)."""
+        if self._callbacks is None:
+            self._callbacks = []
         self._callbacks.append(fn)
         if self.done():
             self._fire()
 
     def _fire(self) -> None:
-        callbacks, self._callbacks = self._callbacks, []
-        for fn in callbacks:
+        callbacks, self._callbacks = self._callbacks, None
+        for fn in callbacks or ():
             fn(self)
 
     def result(self) -> Any:

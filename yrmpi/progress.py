@@ -34,6 +34,7 @@ STANDBY_S = 0.005
 STANDBY_ACTIVE_S = 1.0  # a rank that started a call this recently keeps its standby alert
 IDLE_STANDBY_S = 0.1
 HANDOVER_S = 0.001
+TICK_S = 0.001  # time-driven work (timeouts, deadlock probes, dropped handles) runs this often
 PARKED_S = 0.5
 
 
@@ -43,12 +44,10 @@ class Progress:
         receive: Callable[[], object],
         dispatch: Callable[[object], None],
         tick: Callable[[float], None] | None = None,
-        check_interrupt: Callable[[], None] | None = None,
     ) -> None:
         self._receive = receive
         self._dispatch = dispatch
         self._tick = tick
-        self._check_interrupt = check_interrupt or (lambda: None)
         self._role = threading.Lock()
         self._cond = threading.Condition()
         self._ready: deque[Callable[[], None]] = deque()
@@ -56,24 +55,25 @@ class Progress:
         self._job_started = 0.0
         self._parked = 0
         self._servers: list[threading.Thread] = []
-        self._in_user = 0  # threads running user code: jobs, and the driver's main thread
-        self._waiters = 0
+        # Thread idents, in sets (adding and discarding is atomic: no lock on the call path):
+        self._users: set[int] = set()  # running user code: jobs, and the driver's main thread
+        self._waiting: set[int] = set()  # user threads polling for themselves (Progress.wait)
         self._last_message = monotonic()
-        self._local = threading.local()  # .user: this thread is counted in _in_user
+        self._next_tick = 0.0
+        self._local = threading.local()  # .event: the thread's wake-up event
         self.stopped = False
 
     def count_as_user(self) -> None:
         """The calling thread runs user code (the driver's main thread): count it."""
-        self._local.user = True
-        with self._cond:
-            self._in_user += 1
+        self._users.add(threading.get_ident())
 
     # -- polling ---------------------------------------------------------------------------
-    def poll(self, block_s: float = 0.0) -> int:
+    def poll(self, block_s: float = 0.0, until: Callable[[], bool] | None = None) -> int:
         """Receive and dispatch everything pending, if no other thread is polling.
 
         With `block_s`, wait that long for a polling thread to finish (without the GIL)
         rather than spinning against it: the poller needs the GIL to finish its poll.
+        With `until`, return as soon as it is true (what the calling thread waits for).
         """
         if not self._role.acquire(blocking=block_s > 0, timeout=block_s if block_s > 0 else -1):
             return 0
@@ -82,11 +82,18 @@ class Progress:
             while True:
                 msg = self._receive()
                 if msg is None:
+                    if self._tick is not None:
+                        now = monotonic()
+                        if now >= self._next_tick:
+                            self._next_tick = now + TICK_S
+                            self._tick(now)
                     break
                 handled += 1
                 self._dispatch(msg)
-            if self._tick is not None:
-                self._tick(monotonic())
+                if self._ready and self._poller == threading.get_ident():
+                    break  # the serve poller runs what it found at once; the next poll goes on
+                if until is not None and until():
+                    break
         finally:
             self._role.release()
         if handled:
@@ -94,38 +101,57 @@ class Progress:
         return handled
 
     def _may_spin(self, now: float, others_waiting: int) -> bool:
-        return self._in_user == 0 and others_waiting == 0 and now - self._last_message < SPIN_S
+        return not self._users and others_waiting == 0 and now - self._last_message < SPIN_S
 
-    def wait(self, done: Callable[[], bool], event: threading.Event, deadline: float | None) -> bool:
+    def wait(
+        self, done: Callable[[], bool], arm: Callable[[Callable[[], None]], None] | None, deadline: float | None,
+        check: Callable[[], None] | None = None,
+    ) -> bool:
         """Poll from the calling user thread until `done()` or the deadline; True if done.
 
-        `event` is set by whoever completes what we wait for, so backing off costs no latency.
-        """
-        counted = getattr(self._local, "user", False)
-        with self._cond:
-            self._in_user -= counted
-            self._waiters += 1
+        While it spins nothing else is needed. Before its first sleep it calls `arm(wake)`:
+        whoever completes what we wait for (another polling thread) then calls `wake()`, so
+        backing off costs no latency. `check()` runs on every round and may raise to end
+        the wait."""
+        me = threading.get_ident()
+        counted = me in self._users
+        self._users.discard(me)
+        self._waiting.add(me)
         try:
             sleep = MIN_SLEEP_S
+            event = None
             while not done():
-                self._check_interrupt()
-                if self.poll(block_s=MIN_SLEEP_S):
+                if check is not None:
+                    check()
+                if self.poll(MIN_SLEEP_S, done):
                     sleep = MIN_SLEEP_S
                     continue
                 now = monotonic()
                 if deadline is not None and now >= deadline:
                     return done()
-                if self._may_spin(now, self._waiters - 1):
+                if self._may_spin(now, len(self._waiting) - 1):
                     continue
-                timeout = sleep if deadline is None else min(sleep, deadline - now)
-                event.wait(timeout)
+                if event is None:
+                    event = self._thread_event()
+                    if arm is not None:
+                        arm(event.set)
+                    continue  # look again before sleeping: it may be done by now
+                event.wait(sleep if deadline is None else min(sleep, deadline - now))
                 event.clear()
                 sleep = min(sleep * 2, MAX_SLEEP_S)
             return True
         finally:
-            with self._cond:
-                self._in_user += counted
-                self._waiters -= 1
+            self._waiting.discard(me)
+            if counted:
+                self._users.add(me)
+
+    def _thread_event(self) -> threading.Event:
+        """This thread's wake-up event, cleared (a late wake from an earlier wait is harmless)."""
+        event = getattr(self._local, "event", None)
+        if event is None:
+            event = self._local.event = threading.Event()
+        event.clear()
+        return event
 
     # -- serve threads ---------------------------------------------------------------------
     def start(self) -> None:
@@ -136,13 +162,15 @@ class Progress:
         """Queue work for a serve thread. The polling serve thread runs what it found itself;
         work found by any other thread (a user thread waiting, a serve thread busy in a call)
         wakes a parked serve thread, or starts one."""
+        if self._poller == threading.get_ident():
+            self._ready.append(job)  # the poller takes it next (poll stops for it); nobody to wake
+            return
         with self._cond:
             self._ready.append(job)
-            if self._poller != threading.get_ident():
-                if self._parked:
-                    self._cond.notify()
-                else:
-                    self._spawn()
+            if self._parked:
+                self._cond.notify()
+            else:
+                self._spawn()
 
     def kick(self) -> None:
         """Wake a backing-off poller: there is local work to look at."""
@@ -166,26 +194,46 @@ class Progress:
         self._servers.append(thread)
         thread.start()
 
+    def _own_job(self, me: int) -> Callable[[], None] | None:
+        """The call the poller just found, taken without the condition lock (the call path)."""
+        if self._poller != me or not self._ready:
+            return None
+        try:
+            job = self._ready.popleft()
+        except IndexError:  # a parked thread took it
+            return None
+        self._users.add(me)
+        self._job_started = monotonic()
+        self._poller = None  # the standby polls instead if this job runs long
+        if self._ready or not self._parked:
+            with self._cond:
+                self._find_helper()
+        return job
+
+    def _find_helper(self) -> None:
+        """A job was taken: wake a parked thread for the rest of the work, or as the standby
+        that takes polling over; start one if none is parked. Holds `_cond`."""
+        if self._ready or self._poller is None:
+            if self._parked:
+                if self._ready:
+                    self._cond.notify()
+            else:
+                self._spawn()
+
     def _next_job(self, me: int) -> Callable[[], None] | None:
         """Take a job, or the poller role, or park. Holds `_cond`."""
         while not self.stopped:
             if self._ready:
                 job = self._ready.popleft()
+                self._users.add(me)
                 if self._poller == me:  # leave polling to the standby if this job runs long
-                    self._poller = None
                     self._job_started = monotonic()
-                if self._ready:  # more work than this thread: another thread takes it now
-                    if self._parked:
-                        self._cond.notify()
-                    else:
-                        self._spawn()
-                elif not self._parked and self._poller is None:
-                    self._spawn()  # the standby that takes over polling if this job runs long
-                self._in_user += 1
+                    self._poller = None
+                self._find_helper()
                 return job
             if self._poller == me:
                 return None
-            if self._poller is None and (self._in_user == 0 or monotonic() - self._job_started >= HANDOVER_S):
+            if self._poller is None and (not self._users or monotonic() - self._job_started >= HANDOVER_S):
                 self._poller = me
                 return None
             # The first parked thread is the standby: it checks often while calls run on this
@@ -197,34 +245,42 @@ class Progress:
             self._parked -= 1
         return None
 
+    def _spin(self, me: int) -> bool:
+        """As the serve poller: poll, and go on polling while spinning is allowed. True if it
+        found messages or the rank's state changed (look for work); False: time to back off."""
+        while True:
+            if self.poll():
+                return True
+            if not self._may_spin(monotonic(), 0):
+                return False
+            if self._waiting or self._ready or self.stopped or self._poller != me:
+                return True
+
     def _serve(self) -> None:
         me = threading.get_ident()
         sleep = MIN_SLEEP_S
         while True:
-            with self._cond:
-                job = self._next_job(me)
-                if self.stopped:
-                    return
+            job = self._own_job(me)
+            if job is None:
+                with self._cond:
+                    job = self._next_job(me)
+                    if self.stopped:
+                        return
             if job is not None:
-                self._local.user = True
                 try:
                     job()
                 finally:
-                    self._local.user = False
+                    self._users.discard(me)
                     with self._cond:
-                        self._in_user -= 1
                         if self._poller is None:
                             self._poller = me  # take polling back: no wake-up on the fast path
                 sleep = MIN_SLEEP_S
                 continue
-            if self._waiters == 0:  # a waiting user thread polls for itself: stay out of its way
-                if self.poll():
-                    sleep = MIN_SLEEP_S
-                    continue
-                if self._may_spin(monotonic(), 0):
-                    continue
+            if not self._waiting and self._spin(me):  # a waiting user thread polls for itself
+                sleep = MIN_SLEEP_S
+                continue
             now = monotonic()
-            idle = self._waiters > 0 or now - self._last_message > IDLE_AFTER_S
+            idle = bool(self._waiting) or now - self._last_message > IDLE_AFTER_S
             with self._cond:
                 if not self._ready and not self.stopped and self._poller == me:
                     self._cond.wait(sleep)

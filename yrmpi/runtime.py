@@ -13,6 +13,8 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from .caller import Caller, Objects
@@ -88,7 +90,7 @@ class Runtime:
         self._driver_waiting = 0
         self._byes: set[int] = set()
         self.settings = self._bootstrap(comm, config)
-        self.progress = Progress(self.wire.receive, self.dispatch, self._tick, self.check_interrupt)
+        self.progress = Progress(self.wire.receive, self.dispatch, self._tick)
         self._handlers = self._handler_table()
 
     def _bootstrap(self, comm: Any, config: Config | None) -> dict:
@@ -205,11 +207,15 @@ class Runtime:
 
     def check_interrupt(self) -> None:
         """Inside a wait: raise if this thread's instance has been ended meanwhile."""
-        inst = getattr(self.context, "instance", None)
-        if inst is not None and inst.ended is not None:
-            from .host import InstanceTornDown
+        _raise_if_ended(getattr(self.context, "instance", None))
 
-            raise InstanceTornDown()
+    def wait(self, done: Callable[[], bool], arm: Callable[[Callable[[], None]], None] | None,
+             deadline: float | None) -> bool:
+        """Wait (polling) until done(), marked as blocked inside yrmpi; in an instance, the
+        wait ends with InstanceTornDown if the instance is ended meanwhile. See Progress.wait."""
+        with Blocked(self) as inst:
+            check = None if inst is None else partial(_raise_if_ended, inst)
+            return self.progress.wait(done, arm, deadline, check)
 
     # -- request/reply to the scheduler ----------------------------------------------------
     def _on_reply(self, req_id: int, *payload: Any) -> None:
@@ -226,7 +232,7 @@ class Runtime:
         self._replies[key] = slot
         try:
             self.send(0, msg)
-            if not wait_slot(slot, timeout):
+            if not wait_slot(slot, None if timeout is None else self.clock() + timeout):
                 return TIMED_OUT
             return slot.result()
         finally:
@@ -253,9 +259,7 @@ class Runtime:
 
     def wait_for_byes(self, hosts: list[int], timeout: float) -> None:
         """The driver's last step: every host has ended its instances (or died, or timed out)."""
-        from .api import _event
-
-        self.progress.wait(lambda: self._byes.issuperset(set(hosts) - self.wire.failed), _event(),
+        self.progress.wait(lambda: self._byes.issuperset(set(hosts) - self.wire.failed), None,
                            self.clock() + timeout)
 
     def stop(self) -> None:
@@ -275,18 +279,27 @@ class Blocked:
         self.rt = rt
         self.inst = getattr(rt.context, "instance", None)
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> Any:
+        """The instance this thread serves a call of, if any."""
         if self.inst is not None:
             self.me = threading.get_ident()
             self.inst.waiting.add(self.me)
         elif self.rt.rank == 0:
             self.rt._driver_waiting += 1
+        return self.inst
 
     def __exit__(self, *exc: object) -> None:
         if self.inst is not None:
             self.inst.waiting.discard(self.me)
         elif self.rt.rank == 0:
             self.rt._driver_waiting -= 1
+
+
+def _raise_if_ended(inst: Any) -> None:
+    if inst is not None and inst.ended is not None:
+        from .host import InstanceTornDown
+
+        raise InstanceTornDown()
 
 
 TIMED_OUT = object()
