@@ -124,7 +124,16 @@ def _wait_refs(refs: list[ObjectRef], count: int, deadline: float | None) -> Non
 
 def get(refs: ObjectRef | list[ObjectRef], timeout: float = 300, allow_partial: bool = False) -> Any:
     """The value of one ref, or a list of values; waits up to `timeout` seconds (-1: forever)."""
-    _rt.current()
+    rt = _rt.current()
+    if type(refs) is ObjectRef:  # the common `yr.get(ref)`, kept short: it is on every synchronous call
+        deadline = _deadline(timeout)
+        rt.objects.ensure_fetch(refs)
+        slot = refs._slot
+        if not slot.done() and not wait_slot(slot, deadline):
+            if allow_partial:
+                return []
+            raise YRTimeoutError(f"yr.get timed out after {timeout} s: {refs!r} is not ready")
+        return slot.result()
     items, single = _as_ref_list(refs, "yr.get")
     deadline = _deadline(timeout)
     _wait_refs(items, len(items), deadline)

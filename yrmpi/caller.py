@@ -344,7 +344,8 @@ class Caller:
         if pending is None:
             call_id = rt.new_id()
             refs = [ObjectRef(call_id, rt.rank, Slot())]
-            refs += [ObjectRef(rt.new_id(), rt.rank, Slot()) for _ in range(1, nret)]
+            if nret > 1:
+                refs += [ObjectRef(rt.new_id(), rt.rank, Slot()) for _ in range(1, nret)]
             pending = PendingCall(call_id, refs, state, nret, resubmit, retries)
         else:  # a retry: same call id and refs, a new instance
             pending.state = state
@@ -375,7 +376,7 @@ class Caller:
             self._fail_or_retry(call, error_from_info(payload))
             return
         if call.nret <= 1:
-            call.slots[0].set_result(payload)
+            call.refs[0]._slot.set_result(payload)
             return
         values = tuple(payload) if isinstance(payload, (tuple, list)) else (payload,)
         if len(values) != call.nret:

@@ -17,6 +17,7 @@ import os
 import socket
 import threading
 from collections import deque
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -58,6 +59,7 @@ class Instance:
         self.threads: set[int] = set()  # threads inside a call of this instance
         self.waiting: set[int] = set()  # of those, the ones waiting inside yrmpi
         self.ended: tuple | None = None  # error info once ended
+        self.announced = False  # the scheduler was told it ended
         self.drain_reported = False
         self.lock = threading.Lock()
 
@@ -157,7 +159,7 @@ class Host:
         limit = inst.concurrency if inst.constructed else 1
         if inst.queue and inst.running < limit:
             inst.running += 1
-            self.rt.progress.submit(lambda: self._drain(inst))
+            self.rt.progress.submit(partial(self._drain, inst))
 
     def _drain(self, inst: Instance) -> None:
         """Run queued calls of one instance until its queue is empty (on a serve thread)."""
@@ -263,8 +265,11 @@ class Host:
             draining = bool(others)
             if draining:
                 self.draining[inst.iid] = inst
-            inst.drain_reported = not draining
             self.rt.send(0, ("ended", inst.iid, errors.ERR_INSTANCE_EXITED, reason or str(error), draining))
+            with inst.lock:
+                inst.announced = True
+            if draining:  # its calls may have returned meanwhile; "drained" must follow "ended"
+                self._report_drained(inst)
 
     def _remember_gone(self, iid: int, info: tuple) -> None:
         """Late callers of an ended instance get its error; the oldest are forgotten first."""
@@ -273,10 +278,12 @@ class Host:
             del self.gone[next(iter(self.gone))]
 
     def _report_drained(self, inst: Instance) -> None:
+        """After the scheduler heard that the instance ended while calls still ran: the last
+        one has returned, its capacity is free. Whichever thread sees it last reports it."""
         if inst.ended is None:  # (set once, never cleared: no lock needed to see it unset)
             return
         with inst.lock:
-            if inst.ended is None or inst.threads or inst.drain_reported:
+            if not inst.announced or inst.threads or inst.drain_reported:
                 return
             inst.drain_reported = True
         if self.draining.pop(inst.iid, None) is not None:
@@ -291,9 +298,12 @@ def _raise_in_thread(ident: int, exc_type: type) -> None:
 
 def _resolve_refs(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """ObjectRefs passed as top-level arguments become their values before the call runs."""
-    if not any(isinstance(value, ObjectRef) for value in args) and not (
-            kwargs and any(isinstance(value, ObjectRef) for value in kwargs.values())):
-        return args, kwargs
+    for value in args:  # (a plain loop: this runs on every call)
+        if isinstance(value, ObjectRef):
+            break
+    else:
+        if not kwargs or not any(isinstance(value, ObjectRef) for value in kwargs.values()):
+            return args, kwargs
     from .api import get
 
     args = tuple(get(a, timeout=-1) if isinstance(a, ObjectRef) else a for a in args)

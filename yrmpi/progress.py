@@ -2,7 +2,10 @@
 
 Rules, from measurements on oversubscribed nodes (see docs/architecture.md):
 - Only one thread polls at a time (it holds `_role`). A user thread that waits for a result
-  polls itself, so the result lands in the thread that needs it with no hand-off.
+  polls itself, so the result lands in the thread that needs it with no hand-off. Serve
+  threads leave the wire to it while it waits and for `USER_POLLED_S` after (a loop of
+  synchronous calls is back within microseconds; a serve thread polling in between would
+  take its results and make it block on the role).
 - Otherwise one serve thread, "the poller", polls. When it finds work (an instance call) it
   runs the work itself: no thread is woken on that path, because waking a thread on a busy
   node costs a scheduler time slice (milliseconds), far more than the call.
@@ -29,12 +32,14 @@ SPIN_S = 0.002
 MIN_SLEEP_S = 50e-6
 MAX_SLEEP_S = 0.002
 IDLE_AFTER_S = 0.1
+USER_POLLED_S = 0.001  # a user thread that waited this recently will poll again: leave it the wire
 IDLE_SLEEP_S = 0.02
 STANDBY_S = 0.005
 STANDBY_ACTIVE_S = 1.0  # a rank that started a call this recently keeps its standby alert
 IDLE_STANDBY_S = 0.1
 HANDOVER_S = 0.001
 TICK_S = 0.001  # time-driven work (timeouts, deadlock probes, dropped handles) runs this often
+DRAIN_S = 0.001  # a poll that got what it waited for still empties the wire if it has not for this long
 PARKED_S = 0.5
 
 
@@ -59,7 +64,9 @@ class Progress:
         self._users: set[int] = set()  # running user code: jobs, and the driver's main thread
         self._waiting: set[int] = set()  # user threads polling for themselves (Progress.wait)
         self._last_message = monotonic()
+        self._last_user_wait = 0.0
         self._next_tick = 0.0
+        self._drained_at = 0.0  # when a poll last found nothing left to receive
         self._local = threading.local()  # .event: the thread's wake-up event
         self.stopped = False
 
@@ -68,32 +75,37 @@ class Progress:
         self._users.add(threading.get_ident())
 
     # -- polling ---------------------------------------------------------------------------
-    def poll(self, block_s: float = 0.0, until: Callable[[], bool] | None = None) -> int:
+    def poll(self, block_s: float = 0.0, until: Callable[[], bool] | None = None,
+             spin: Callable[[float], bool] | None = None) -> int:
         """Receive and dispatch everything pending, if no other thread is polling.
 
         With `block_s`, wait that long for a polling thread to finish (without the GIL)
         rather than spinning against it: the poller needs the GIL to finish its poll.
         With `until`, return as soon as it is true (what the calling thread waits for).
+        With `spin`, go on polling while nothing has arrived and `spin(now)` is true,
+        keeping the role: a tight loop notices the next message sooner.
         """
         if not self._role.acquire(blocking=block_s > 0, timeout=block_s if block_s > 0 else -1):
             return 0
+        receive = self._receive
+        handled = 0
         try:
-            handled = 0
             while True:
-                msg = self._receive()
+                msg = receive()
                 if msg is None:
-                    if self._tick is not None:
-                        now = monotonic()
-                        if now >= self._next_tick:
-                            self._next_tick = now + TICK_S
-                            self._tick(now)
-                    break
+                    now = self._drained_at = monotonic()
+                    if now >= self._next_tick and self._tick is not None:
+                        self._next_tick = now + TICK_S
+                        self._tick(now)
+                    if handled or spin is None or not spin(now):
+                        break
+                    continue
                 handled += 1
                 self._dispatch(msg)
                 if self._ready and self._poller == threading.get_ident():
                     break  # the serve poller runs what it found at once; the next poll goes on
-                if until is not None and until():
-                    break
+                if until is not None and until() and monotonic() - self._drained_at < DRAIN_S:
+                    break  # (a message to this rank itself may have done it: still look at MPI once per DRAIN_S)
         finally:
             self._role.release()
         if handled:
@@ -117,13 +129,19 @@ class Progress:
         counted = me in self._users
         self._users.discard(me)
         self._waiting.add(me)
+        def spinning(now: float) -> bool:
+            if check is not None:
+                check()
+            return ((deadline is None or now < deadline) and self._may_spin(now, len(self._waiting) - 1)
+                    and not done())
+
         try:
             sleep = MIN_SLEEP_S
             event = None
             while not done():
                 if check is not None:
                     check()
-                if self.poll(MIN_SLEEP_S, done):
+                if self.poll(MIN_SLEEP_S, done, spinning):
                     sleep = MIN_SLEEP_S
                     continue
                 now = monotonic()
@@ -142,6 +160,7 @@ class Progress:
             return True
         finally:
             self._waiting.discard(me)
+            self._last_user_wait = monotonic()
             if counted:
                 self._users.add(me)
 
@@ -198,9 +217,8 @@ class Progress:
         """The call the poller just found, taken without the condition lock (the call path)."""
         if self._poller != me or not self._ready:
             return None
-        try:
-            job = self._ready.popleft()
-        except IndexError:  # a parked thread took it
+        job = self._pop_ready()
+        if job is None:  # a parked thread took it
             return None
         self._users.add(me)
         self._job_started = monotonic()
@@ -209,6 +227,13 @@ class Progress:
             with self._cond:
                 self._find_helper()
         return job
+
+    def _pop_ready(self) -> Callable[[], None] | None:
+        """The next job, or None; one atomic step, since the poller pops without `_cond`."""
+        try:
+            return self._ready.popleft()
+        except IndexError:
+            return None
 
     def _find_helper(self) -> None:
         """A job was taken: wake a parked thread for the rest of the work, or as the standby
@@ -223,8 +248,8 @@ class Progress:
     def _next_job(self, me: int) -> Callable[[], None] | None:
         """Take a job, or the poller role, or park. Holds `_cond`."""
         while not self.stopped:
-            if self._ready:
-                job = self._ready.popleft()
+            job = self._pop_ready()
+            if job is not None:
                 self._users.add(me)
                 if self._poller == me:  # leave polling to the standby if this job runs long
                     self._job_started = monotonic()
@@ -248,13 +273,14 @@ class Progress:
     def _spin(self, me: int) -> bool:
         """As the serve poller: poll, and go on polling while spinning is allowed. True if it
         found messages or the rank's state changed (look for work); False: time to back off."""
-        while True:
-            if self.poll():
-                return True
-            if not self._may_spin(monotonic(), 0):
-                return False
-            if self._waiting or self._ready or self.stopped or self._poller != me:
-                return True
+        changed = False
+
+        def spinning(now: float) -> bool:
+            nonlocal changed
+            changed = bool(self._waiting or self._ready or self.stopped or self._poller != me)
+            return not changed and self._may_spin(now, 0)
+
+        return self.poll(spin=spinning) > 0 or changed
 
     def _serve(self) -> None:
         me = threading.get_ident()
@@ -276,11 +302,12 @@ class Progress:
                             self._poller = me  # take polling back: no wake-up on the fast path
                 sleep = MIN_SLEEP_S
                 continue
-            if not self._waiting and self._spin(me):  # a waiting user thread polls for itself
+            now = monotonic()
+            user_polls = bool(self._waiting) or now - self._last_user_wait < USER_POLLED_S
+            if not user_polls and self._spin(me):
                 sleep = MIN_SLEEP_S
                 continue
-            now = monotonic()
-            idle = bool(self._waiting) or now - self._last_message > IDLE_AFTER_S
+            idle = user_polls or now - self._last_message > IDLE_AFTER_S
             with self._cond:
                 if not self._ready and not self.stopped and self._poller == me:
                     self._cond.wait(sleep)

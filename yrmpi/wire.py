@@ -115,7 +115,8 @@ class Wire:
 
     def send(self, dest: int, msg: tuple) -> None:
         """Send one message; blocks only while large buffers are handed to MPI."""
-        self.send_encoded(dest, *self.encode(msg))
+        buffers = _Buffers()
+        self.send_encoded(dest, dumps(msg, buffers), buffers)
 
     def send_encoded(self, dest: int, payload: bytes, buffers: list) -> None:
         if dest == self.rank:  # a copy, as a remote rank would get, without an MPI self-send
