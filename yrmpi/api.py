@@ -102,10 +102,6 @@ def _wait_refs(refs: list[ObjectRef], count: int, deadline: float | None) -> Non
     rt = _rt.current()
     for ref in refs:
         rt.objects.ensure_fetch(ref)
-    if len(refs) == 1:  # the common `yr.get(ref)`: no counting
-        if count:
-            wait_slot(refs[0]._slot, deadline)
-        return
     remaining = [count - sum(1 for r in refs if r._slot.done())]
     if remaining[0] <= 0:
         return

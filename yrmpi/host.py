@@ -60,7 +60,6 @@ class Instance:
         self.waiting: set[int] = set()  # of those, the ones waiting inside yrmpi
         self.ended: tuple | None = None  # error info once ended
         self.announced = False  # the scheduler was told it ended
-        self.drain_reported = False
         self.lock = threading.Lock()
 
     @property
@@ -283,10 +282,9 @@ class Host:
         if inst.ended is None:  # (set once, never cleared: no lock needed to see it unset)
             return
         with inst.lock:
-            if not inst.announced or inst.threads or inst.drain_reported:
+            if not inst.announced or inst.threads:
                 return
-            inst.drain_reported = True
-        if self.draining.pop(inst.iid, None) is not None:
+        if self.draining.pop(inst.iid, None) is not None:  # (one pop wins: reported once)
             inst.obj = None
             self.rt.send(0, ("drained", inst.iid))
 

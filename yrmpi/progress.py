@@ -129,6 +129,7 @@ class Progress:
         counted = me in self._users
         self._users.discard(me)
         self._waiting.add(me)
+
         def spinning(now: float) -> bool:
             if check is not None:
                 check()
