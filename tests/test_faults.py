@@ -14,7 +14,6 @@ HEARTBEAT_ONLY = "rank_that_exits_is_detected_with_heartbeat"
 NAMES = [n for n in check_names(SCRIPT) if n != HEARTBEAT_ONLY]
 
 
-
 @pytest.fixture(scope="module")
 def fault_run():
     proc = run_yrmpi(["run", "-n", "8", str(SCRIPT), *NAMES], timeout=300, env=job_env())
@@ -29,6 +28,7 @@ def test_fault_check(fault_run, name):
 def test_fault_job_goes_on_and_exits_cleanly(fault_run):
     proc, _ = fault_run
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Exception in thread" not in proc.stderr, proc.stderr[-3000:]  # no serve thread died
 
 
 def test_rank_that_exits_without_a_signal_is_detected_with_heartbeat():

@@ -47,6 +47,7 @@ import numpy as np
 
 from . import runtime as _rt
 from .errors import InstanceExitedError, YRRuntimeError, YRTypeError, YRValueError
+from .interrupt import Shield
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -956,40 +957,35 @@ class _Fast:
             self.drop_persistent()
             return None
         ec.history[iid].append((seq, self.key))
-        waiting = getattr(inst, "waiting", None)  # what Runtime.blocked does, without its overhead
-        me = threading.get_ident()
-        if waiting is not None:
-            waiting.add(me)
-        try:
-            if out is None:
-                out = np.empty_like(x)
-            req = self._request(x, out)
-            test = req.Test
-            for _ in range(SPIN_TESTS):
-                if test():
-                    break
-            else:
-                try:
-                    coll.mpi_wait(req, ec, inst, x.nbytes, (x, out))
-                except BaseException:
-                    if self.persistent is not None and self.persistent[2] is req:
-                        self.persistent = None  # still active: never Start it again, never Free it
-                        ec.persistent.remove(req)
-                    raise
-            if self.mean:
-                out /= ec.size
-            return out
-        except (CollectiveError, InstanceExitedError):
-            raise
-        except Exception as exc:
-            _fail_epoch(coll, ec, "allreduce", seq, exc)
-            raise
-        finally:
-            if waiting is not None:
-                waiting.discard(me)
-            ec.inside.discard(iid)  # atomic; a tear-down that saw us inside is noticed just below
-            if ec.dead is not None or inst.ended is not None:
-                coll.retire(ec, iid)
+        with Shield(inst):  # as in Runtime.blocked: inside yrmpi, the end of the instance is noticed, not raised in
+            try:
+                if out is None:
+                    out = np.empty_like(x)
+                req = self._request(x, out)
+                test = req.Test
+                for _ in range(SPIN_TESTS):
+                    if test():
+                        break
+                else:
+                    try:
+                        coll.mpi_wait(req, ec, inst, x.nbytes, (x, out))
+                    except BaseException:
+                        if self.persistent is not None and self.persistent[2] is req:
+                            self.persistent = None  # still active: never Start it again, never Free it
+                            ec.persistent.remove(req)
+                        raise
+                if self.mean:
+                    out /= ec.size
+                return out
+            except (CollectiveError, InstanceExitedError):
+                raise
+            except Exception as exc:
+                _fail_epoch(coll, ec, "allreduce", seq, exc)
+                raise
+            finally:
+                ec.inside.discard(iid)  # atomic; a tear-down that saw us inside is noticed just below
+                if ec.dead is not None or inst.ended is not None:
+                    coll.retire(ec, iid)
 
 
 def _w_allreduce(op: str, coll: Collectives, ec: _Epoch, inst: Any, items: list, seq: int) -> list:

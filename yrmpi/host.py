@@ -12,11 +12,11 @@ cannot be interrupted; the rank is "draining" and its capacity returns when the 
 
 from __future__ import annotations
 
-import ctypes
 import os
 import socket
 import threading
 from collections import deque
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ import cloudpickle
 from . import errors
 from .caller import error_info
 from .errors import InstanceExitedError, YRRuntimeError
+from .interrupt import InstanceTornDown, interrupt, run_interruptible
 from .objectref import ObjectRef
 from .wire import loads
 
@@ -36,12 +37,6 @@ GONE_REMEMBERED = 10_000
 
 class InstanceExit(BaseException):
     """Raised by `yr.exit()` inside an instance: end this instance (and its children)."""
-
-
-class InstanceTornDown(BaseException):
-    """Raised inside a running call of an instance that was ended (terminated, owner gone).
-
-    A BaseException, so `except Exception` in user code does not swallow the teardown."""
 
 
 class Instance:
@@ -56,8 +51,8 @@ class Instance:
         self.constructed = False
         self.queue: deque[tuple] = deque()
         self.running = 0
-        self.threads: set[int] = set()  # threads inside a call of this instance
-        self.waiting: set[int] = set()  # of those, the ones waiting inside yrmpi
+        self.threads: set[int] = set()  # threads running this instance's code (see interrupt.py)
+        self.waiting: set[int] = set()  # of those, the ones inside yrmpi (a wait, a send)
         self.ended: tuple | None = None  # error info once ended
         self.announced = False  # the scheduler was told it ended
         self.lock = threading.Lock()
@@ -164,20 +159,15 @@ class Host:
         """Run queued calls of one instance until its queue is empty (on a serve thread)."""
         ctx = self.rt.context
         ctx.instance = inst
-        me = threading.get_ident()
         try:
             with inst.lock:
                 while inst.queue and inst.ended is None:
                     item = inst.queue.popleft()
-                    inst.threads.add(me)
                     inst.lock.release()
                     try:
                         self._run(inst, item)
-                    except InstanceTornDown:
-                        pass  # the instance ended while this call ran; its callers were told
                     finally:
                         inst.lock.acquire()
-                        inst.threads.discard(me)
                     if item[0] == "__init__":
                         self._schedule_locked(inst)  # constructed: `concurrency` calls may run now
                 inst.running -= 1
@@ -194,8 +184,7 @@ class Host:
             return
         call_id, caller, method, args, kwargs, nret = item
         try:
-            args, kwargs = _resolve_refs(args, kwargs)
-            value = getattr(inst.obj, method)(*args, **kwargs)
+            value = run_interruptible(inst, _call_resolved, getattr(inst.obj, method), args, kwargs)
             if nret == 0:
                 value = None
             try:
@@ -217,8 +206,7 @@ class Host:
 
     def _construct(self, inst: Instance, cls: type, init_blob: bytes) -> None:
         try:
-            args, kwargs = _resolve_refs(*loads(init_blob))
-            inst.obj = cls(*args, **kwargs)
+            inst.obj = run_interruptible(inst, _call_resolved, cls, *loads(init_blob))
         except InstanceTornDown:
             return
         except BaseException as exc:
@@ -243,15 +231,12 @@ class Host:
                 return
             inst.ended = info
             queued, inst.queue = list(inst.queue), deque()
-            others = [t for t in inst.threads if t != me]
+            others = interrupt(inst, me)  # waits inside yrmpi notice by themselves
         self.instances.pop(inst.iid, None)
         self._remember_gone(inst.iid, info)
         for item in queued:
             if item[0] not in ("__init__", "__end__"):
                 self.rt.send(item[1], ("result", item[0], False, info))
-        for ident in others:
-            if ident not in inst.waiting:  # waits inside yrmpi notice by themselves
-                _raise_in_thread(ident, InstanceTornDown)
         hook = getattr(inst.obj, "__yr_shutdown__", None) if run_hook and inst.constructed else None
         if hook is not None:
             try:
@@ -289,9 +274,10 @@ class Host:
             self.rt.send(0, ("drained", inst.iid))
 
 
-def _raise_in_thread(ident: int, exc_type: type) -> None:
-    """Interrupt Python code running in another thread (at its next bytecode)."""
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))
+def _call_resolved(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    """The instance's code: its arguments' refs resolved (a wait), then the call."""
+    args, kwargs = _resolve_refs(args, kwargs)
+    return fn(*args, **kwargs)
 
 
 def _resolve_refs(args: tuple, kwargs: dict) -> tuple[tuple, dict]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from .caller import Caller, Objects
 from .errors import YRRuntimeError
+from .interrupt import InstanceTornDown, Shield
 from .options import Config, _first
 from .progress import Progress
 
@@ -137,7 +138,12 @@ class Runtime:
         return (self.rank << 40) | next(self._ids)
 
     def send(self, dest: int, msg: tuple) -> None:
-        self.wire.send(dest, msg)
+        inst = getattr(self.context, "instance", None)
+        if inst is None:
+            self.wire.send(dest, msg)
+        else:
+            with Shield(inst):  # sent from an instance's call: the message goes out whole
+                self.wire.send(dest, msg)
         if dest == self.rank:
             self.progress.kick()
 
@@ -270,35 +276,33 @@ class Runtime:
         _current = None
 
 
-class Blocked:
-    """`with rt.blocked():` around a wait (a class, not a generator: it is on every `yr.get`)."""
+class Blocked(Shield):
+    """`with rt.blocked():` around a wait (a class, not a generator: it is on every `yr.get`).
+    In an instance's call, a Shield; in the driver, counted (deadlock detection)."""
 
-    __slots__ = ("rt", "inst", "me")
+    __slots__ = ("rt",)
 
     def __init__(self, rt: Runtime) -> None:
+        super().__init__(getattr(rt.context, "instance", None))
         self.rt = rt
-        self.inst = getattr(rt.context, "instance", None)
 
     def __enter__(self) -> Any:
         """The instance this thread serves a call of, if any."""
         if self.inst is not None:
-            self.me = threading.get_ident()
-            self.inst.waiting.add(self.me)
+            super().__enter__()
         elif self.rt.rank == 0:
             self.rt._driver_waiting += 1
         return self.inst
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
         if self.inst is not None:
-            self.inst.waiting.discard(self.me)
+            super().__exit__(exc_type)
         elif self.rt.rank == 0:
             self.rt._driver_waiting -= 1
 
 
 def _raise_if_ended(inst: Any) -> None:
     if inst is not None and inst.ended is not None:
-        from .host import InstanceTornDown
-
         raise InstanceTornDown()
 
 

@@ -154,6 +154,30 @@ def torn_down_calls_are_interrupted():
 
 
 @check
+def terminations_racing_returning_calls_leave_every_rank_serving():
+    """Instances terminated while short calls run and return: the interruption lands inside a
+    call or nowhere (never in a serve thread after its call), so every rank still answers."""
+    base = settled_usage()["cpu_used"]
+    shared = yr.InvokeOptions(cpu=250, concurrency=4)
+    for round_ in range(30):
+        workers = [Worker.options(shared).invoke(f"r{round_}") for _ in range(8)]
+        yr.get([w.ping.invoke() for w in workers])  # constructed: the calls below run at once
+        refs = [w.spin.invoke(0.0002 * (i % 2)) for w in workers for i in range(24)]
+        time.sleep(0.001 * (round_ % 6))
+        for w in workers:
+            w.terminate()
+        ready, unready = yr.wait(refs, timeout=60)
+        assert not unready, f"round {round_}: {len(unready)} calls neither returned nor failed"
+    wait_until(lambda: cpu_used() == base, what="the terminated instances' capacity returned")
+    slots = (yr.resources()["total"]["cpu_total"] - base) // 1000
+    fresh = [Worker.invoke(f"after{i}") for i in range(slots)]
+    pids = {pid for _, _, pid in yr.get([w.ping.invoke() for w in fresh], timeout=30)}
+    assert len(pids) == slots, f"{slots} ranks should answer, {len(pids)} did"
+    for w in fresh:
+        w.terminate()
+
+
+@check
 def shutdown_hook_runs_on_graceful_end():
     marker = tempfile.mkdtemp()
     w = Worker.invoke("hooked")
