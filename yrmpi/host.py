@@ -191,15 +191,16 @@ class Host:
                 self.rt.send(caller, ("result", call_id, True, value))
             except Exception as exc:
                 raise YRRuntimeError(f"the result of {inst.cls_name}.{method} cannot be pickled: {exc}") from exc
-        except InstanceExit:
-            err = InstanceExitedError(f"{inst.label} called yr.exit()")
+        except (InstanceExit, SystemExit) as exc:  # sys.exit() in a call ends the instance, not the rank
+            how = "yr.exit()" if isinstance(exc, InstanceExit) else f"sys.exit({exc.code!r})"
+            err = InstanceExitedError(f"{inst.label} called {how}")
             self.rt.send(caller, ("result", call_id, False, error_info(err, self.origin)))
             self._end(inst, err, run_hook=False)
             return
         except InstanceTornDown:
             self.rt.send(caller, ("result", call_id, False, inst.ended))
             return
-        except Exception as exc:
+        except BaseException as exc:  # (any other: a serve thread never dies of a call)
             self.rt.send(caller, ("result", call_id, False, error_info(exc, self._origin(inst))))
         if inst.oneshot:
             self._end(inst, InstanceExitedError(f"{inst.label} finished"), run_hook=False)

@@ -3,6 +3,7 @@
 tests/test_api.py runs it once (one MPI launch) and turns each line into a test result.
 """
 
+import sys
 import threading
 import time
 
@@ -69,6 +70,12 @@ class Counter:
 
     def quit(self):
         yr.exit()
+
+    def sys_exit(self, code):
+        sys.exit(code)
+
+    def raise_base(self):
+        raise GeneratorExit("not an Exception")
 
 
 @yr.instance
@@ -355,6 +362,28 @@ def exit_inside_instance():
         raise AssertionError("yr.exit() outside an instance accepted")
     except RuntimeError:
         pass
+
+
+@check
+def sys_exit_in_a_call_ends_the_instance_not_the_rank():
+    """As in Ray: sys.exit() in a method ends the instance (the rank hosts others, and its
+    serve thread lives on); any other BaseException is just the call's error."""
+    c = Counter.invoke()
+    try:
+        yr.get(c.raise_base.invoke(), timeout=30)
+        raise AssertionError("no error from a BaseException")
+    except yr.YRInvokeError as exc:
+        assert "GeneratorExit" in str(exc), str(exc)
+    assert yr.get(c.incr.invoke(), timeout=30) == 1, "the instance goes on after a BaseException"
+    for _ in range(2):
+        try:
+            yr.get(c.sys_exit.invoke(3), timeout=30)
+            raise AssertionError("no error after sys.exit()")
+        except yr.YRError as exc:
+            assert exc.code == 1007 and "sys.exit(3)" in str(exc), str(exc)
+    fresh = Counter.invoke(5)
+    assert yr.get(fresh.incr.invoke(), timeout=30) == 6
+    fresh.terminate(is_sync=True)
 
 
 @check
