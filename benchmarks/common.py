@@ -12,6 +12,8 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -93,16 +95,67 @@ def run_child(cmd: list[str], timeout: float = JOB_TIMEOUT_S, env: dict[str, str
 
 def _run_child(cmd: list[str], timeout: float, env: dict[str, str] | None) -> tuple[str, float]:
     start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env or child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
     try:
-        proc = subprocess.run(cmd, cwd=REPO, env=env or child_env(), capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        output = _tail(exc.stdout) + _tail(exc.stderr)
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stacks = _stacks(_descendants(proc.pid))  # where it hangs, before the evidence is killed
+        for pid in _descendants(proc.pid):
+            _kill(pid)
+        _kill(proc.pid)
+        try:
+            stdout, stderr = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # a process outside the tree holds the pipes
+            stdout, stderr = "", ""
+        output = _tail(stdout) + _tail(stderr) + stacks
         raise BenchError(f"timed out after {timeout} s: {' '.join(cmd)}\n{output}") from None
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        raise BenchError(f"exit code {proc.returncode}: {' '.join(cmd)}\n{_tail(proc.stdout)}{_tail(proc.stderr)}")
-    return proc.stdout, wall
+        raise BenchError(f"exit code {proc.returncode}: {' '.join(cmd)}\n{_tail(stdout)}{_tail(stderr)}")
+    return stdout, wall
+
+
+def _descendants(root: int) -> list[int]:
+    """Every process below `root` (mpiexec and its ranks), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _stacks(pids: list[int]) -> str:
+    """The Python stacks of the processes of a hung job, where py-spy is installed."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        return "(install py-spy to see the stacks of a hung job here)\n"
+    dumps = []
+    for pid in pids:
+        try:
+            out = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=60).stdout
+        except subprocess.TimeoutExpired:
+            out = "Python process: py-spy timed out"
+        if "Python" in out:
+            dumps.append(f"--- pid {pid}\n{out}")
+    return "".join(dumps)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _tail(text: str | bytes | None, lines: int = 25) -> str:
