@@ -46,10 +46,6 @@ def init(conf: Config | None = None) -> None:
 
 def serve_until_shutdown(rt: _rt.Runtime) -> None:
     """A host rank's life: serve instances until the driver says the job is over."""
-    from .output import install_prefixing
-
-    if rt.settings.get("prefix_output"):
-        install_prefixing(rt)
     while not rt.stopped.wait(0.5):
         pass
     rt.stop()

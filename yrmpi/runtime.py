@@ -249,6 +249,10 @@ class Runtime:
         global _current, _started
         _current = self
         _started = True
+        if self.host is not None and self.settings.get("prefix_output"):
+            from .output import install_prefixing
+
+            install_prefixing(self)  # before any serve thread exists: every line of every call is prefixed
         self.progress.start()
 
     def _on_shutdown(self) -> None:
