@@ -87,9 +87,6 @@ def render(report: dict) -> str:
     for res in report["results"]:
         if res.get("extra_md"):
             lines += [f"## {res['name']}", "", res["extra_md"], ""]
-    if report.get("retried_launches"):
-        lines += [f"Launches retried once after a transient Open MPI launch failure: {len(report['retried_launches'])} "
-                  f"({', '.join(sorted({r['reason'] for r in report['retried_launches']}))}).", ""]
     errors = [res for res in report["results"] if res.get("error")]
     if errors:
         lines += ["## Benchmarks that failed", ""]
@@ -140,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
         if result.get("rows"):
             print(common.markdown_table(result["rows"]), flush=True)
     report["wall_s"] = time.perf_counter() - start
-    report["retried_launches"] = common.RETRIED
     report["load_after"] = common.load_average()
     out = Path(ns.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -74,26 +74,9 @@ def module_cmd(module: str, args: Sequence[str] = ()) -> list[str]:
     return [PYTHON, "-m", module, *args]
 
 
-# Open MPI launch failures that have nothing to do with the job (seen on this shared machine
-# while other jobs launch at the same time); such a launch is retried once and the retry logged.
-TRANSIENT_LAUNCH_ERRORS = ("PMIx server's listener thread failed to start",)
-RETRIED: list[dict] = []  # every retried launch, reported in results.md
-
-
 def run_child(cmd: list[str], timeout: float = JOB_TIMEOUT_S, env: dict[str, str] | None = None) -> tuple[str, float]:
-    """Run a child to completion; (stdout, wall seconds). BenchError on a non-zero exit."""
-    try:
-        return _run_child(cmd, timeout, env)
-    except BenchError as exc:
-        reason = next((e for e in TRANSIENT_LAUNCH_ERRORS if e in str(exc)), None)
-        if reason is None:
-            raise
-        RETRIED.append({"cmd": " ".join(cmd), "reason": reason})
-        print(f"(retrying a failed launch once: {reason})", file=sys.stderr, flush=True)
-        return _run_child(cmd, timeout, env)
-
-
-def _run_child(cmd: list[str], timeout: float, env: dict[str, str] | None) -> tuple[str, float]:
+    """Run a child to completion; (stdout, wall seconds). BenchError on a non-zero exit or a
+    timeout (with the stacks of the hung processes)."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env or child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)

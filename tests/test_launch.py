@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, job_env, run_yrmpi
@@ -112,3 +117,98 @@ def test_run_dry_run_shows_flags():
     proc = run_yrmpi(["run", "-n", "4", "--dry-run", str(SEED)])
     assert proc.returncode == 0
     assert "-n 4" in proc.stdout and "--oversubscribe" in proc.stdout and "--bind-to none" in proc.stdout
+
+
+# -- state a killed Open MPI job leaves behind ------------------------------------------------
+PID_CONTROL = "/proc/sys/kernel/ns_last_pid"
+REPORT_PID = ("from mpi4py import MPI; import os, time; MPI.COMM_WORLD.Barrier(); "
+              "print('MPIEXEC', os.getppid(), flush=True)")
+AT_PID = """
+import subprocess, sys
+from yrmpi import launch
+how, pid, cmd = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+launch.flavor(cmd[0])  # (cached: no other process starts between setting the pid and the launch)
+env = launch.launch_env()
+with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+    f.write(str(pid - 1))
+sys.exit(subprocess.run(cmd, env=env).returncode if how == "plain" else launch.run(cmd))
+"""
+
+
+def _at_pid(how: str, pid: int, code: str) -> subprocess.Popen:
+    """An Open MPI job of 2 ranks running `code`, whose mpiexec gets `pid`: started by plain
+    mpiexec or by yrmpi's launch.run."""
+    from yrmpi import launch
+
+    cmd = launch.command(2, [sys.executable, "-c", code])
+    return subprocess.Popen([sys.executable, "-c", AT_PID, how, str(pid), *cmd], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=job_env())
+
+
+def _kill_job_at(pid: int) -> None:
+    """Start a job whose mpiexec gets `pid`, then SIGKILL mpiexec and its ranks mid-job."""
+    proc = _at_pid("plain", pid, REPORT_PID + "; time.sleep(120)")
+    line = proc.stdout.readline()
+    if line.split() != ["MPIEXEC", str(pid)]:
+        proc.kill()
+        pytest.skip(f"another process took pid {pid} first ({line.strip()!r})")
+    ranks = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    for victim in [pid, *map(int, ranks)]:
+        os.kill(victim, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+@pytest.mark.skipif(not os.access(PID_CONTROL, os.W_OK), reason="choosing the next pid needs root")
+def test_a_killed_jobs_leftovers_do_not_break_a_launch_that_gets_its_pid():
+    """Open MPI keys its session directory and shared-memory files on mpiexec's pid; a job
+    killed with SIGKILL leaves them behind, and pids wrap. Plain mpiexec given that pid again
+    fails to start; yrmpi's launch gives every job directories of its own, so it runs."""
+    from yrmpi import launch
+
+    if launch.flavor(launch.find_mpiexec()) != "openmpi":
+        pytest.skip("Open MPI only")
+    with open(PID_CONTROL) as f:
+        pid = next(p for p in range(int(f.read()) + 300, 1 << 22) if not os.path.exists(f"/proc/{p}"))
+    shm_before = set(os.listdir("/dev/shm"))
+    try:
+        _kill_job_at(pid)
+        plain = _at_pid("plain", pid, REPORT_PID)
+        out, _ = plain.communicate(timeout=120)
+        assert plain.returncode != 0 and "listener thread failed to start" in out, out[-2000:]
+
+        _kill_job_at(pid)  # (the failed launch removed the leftovers: leave them again)
+        ours = _at_pid("yrmpi", pid, REPORT_PID)
+        out, _ = ours.communicate(timeout=120)
+        assert ours.returncode == 0 and f"MPIEXEC {pid}" in out, out[-2000:]
+    finally:
+        shutil.rmtree(f"/tmp/ompi.{pid}", ignore_errors=True)
+        for name in set(os.listdir("/dev/shm")) - shm_before:
+            if name.startswith("sm_segment."):
+                os.unlink(f"/dev/shm/{name}")
+
+
+def test_each_openmpi_launch_keeps_its_state_in_its_own_directories(run_job, tmp_path):
+    """Session directory and shared-memory files in private directories, removed after the job;
+    ones left by a launcher that was killed are removed by the next launch."""
+    from yrmpi import launch
+
+    if launch.flavor(launch.find_mpiexec()) != "openmpi":
+        pytest.skip("Open MPI only")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = Path(tempfile.gettempdir()) / f"{launch.PRIVATE_PREFIX}{dead.pid}-test"
+    orphan.mkdir()
+    proc = run_job("""
+        import os
+        import yrmpi as yr
+        yr.init()
+        session = os.path.dirname(os.environ["PMIX_SERVER_TMPDIR"])  # the job's session directory is inside
+        shm = os.environ["OMPI_MCA_btl_sm_backing_directory"]
+        print("DIRS", session, shm, " ".join(os.listdir(shm)))
+    """, n=2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    session, shm, *segments = next(line for line in proc.stdout.splitlines() if line.startswith("DIRS")).split()[1:]
+    assert f"/{launch.PRIVATE_PREFIX}" in session and f"/{launch.PRIVATE_PREFIX}" in shm, (session, shm)
+    assert len(segments) == 2 and all(name.startswith("sm_segment.") for name in segments), segments
+    assert not os.path.exists(session) and not os.path.exists(shm), "removed after the job"
+    assert not orphan.exists(), "a killed launcher's directory is removed by the next launch"

@@ -6,13 +6,15 @@ Kept apart from the runtime: the runtime only needs ranks that exist; how they w
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from .errors import YRRuntimeError
@@ -111,16 +113,72 @@ def run(cmd: list[str], translate: Mapping[int, int] | None = None) -> int:
     job on SIGTERM but passes SIGUSR1 on to every rank, so a sweep asks for SIGTERM -> SIGUSR1
     to stop gracefully.
     """
-    proc = subprocess.Popen(cmd, env=launch_env())
-    mapping = dict(translate or {})
+    env = launch_env()
+    with private_state_dirs(env, flavor(cmd[0]) == "openmpi"):
+        proc = subprocess.Popen(cmd, env=env)
+        mapping = dict(translate or {})
 
-    def forward(signum: int, _frame: object) -> None:
-        proc.send_signal(mapping.get(signum, signum))
+        def forward(signum: int, _frame: object) -> None:
+            proc.send_signal(mapping.get(signum, signum))
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, forward)
-    rc = proc.wait()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(sig, forward)
+        rc = proc.wait()
     return 128 - rc if rc < 0 else rc
+
+
+PRIVATE_PREFIX = "yrmpi-launch-"
+# Where Open MPI puts the state it keys on mpiexec's pid: its session directory (ompi.<pid>,
+# default /tmp) and the shared-memory files of its ranks (sm_segment.<host>.<uid>.<job>.<rank>,
+# default /dev/shm; <job> is derived from mpiexec's pid).
+OPENMPI_STATE_VARS = {"PRTE_MCA_prte_tmpdir_base": None, "OMPI_MCA_btl_sm_backing_directory": "/dev/shm"}
+
+
+@contextlib.contextmanager
+def private_state_dirs(env: dict[str, str], openmpi: bool) -> Iterator[None]:
+    """Give one Open MPI launch directories of its own for that state, removed afterwards.
+
+    A job killed with SIGKILL leaves the state behind, and pids wrap (at 32768 on many
+    systems): a later mpiexec with the same pid finds it and either fails to start ("The PMIx
+    server's listener thread failed to start") or, reusing stale shared-memory queues, loses
+    messages and hangs. Directories left by a launcher that was itself killed are removed by
+    the next launch. A setting already in the environment wins."""
+    made = []
+    if openmpi:
+        for var, base in OPENMPI_STATE_VARS.items():
+            if var in env:
+                continue
+            base = base if base and os.access(base, os.W_OK) else tempfile.gettempdir()
+            _remove_orphans(base)
+            made.append(tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-", dir=base))
+            env[var] = made[-1]
+    try:
+        yield
+    finally:
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_orphans(base: str) -> None:
+    """Remove private directories whose launcher is gone (killed before it could clean up)."""
+    for path in Path(base).glob(f"{PRIVATE_PREFIX}*-*"):
+        pid = path.name[len(PRIVATE_PREFIX):].split("-", 1)[0]
+        try:
+            mine = path.stat().st_uid == os.geteuid()
+        except OSError:  # removed meanwhile by another launch
+            continue
+        if mine and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def relaunch_self(conf: object | None) -> int:

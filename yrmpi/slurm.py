@@ -84,6 +84,12 @@ say() { printf '[%s slurm job %s] %s\n' "$(date '+%F %T')" "${SLURM_JOB_ID:-?}" 
 restarts=${SLURM_RESTART_COUNT:-0}
 say "run $((restarts + 1)) of this job (SLURM_RESTART_COUNT=$restarts), ${SLURM_NTASKS:-?} ranks: ${launch[*]}"
 run_id="$SLURM_JOB_ID.$restarts"  # marks the launcher and every rank (their environment), for strays below
+# Open MPI keys its session directory and shared-memory files on mpiexec's pid: a killed job's
+# leftovers make a later mpiexec given the same pid fail to start or hang. This run gets its own.
+private=$(mktemp -d "${TMPDIR:-/tmp}/yrmpi-launch-$$-XXXXXX")
+shm=$(mktemp -d "/dev/shm/yrmpi-launch-$$-XXXXXX" 2>/dev/null || echo "$private")
+export PRTE_MCA_prte_tmpdir_base=${PRTE_MCA_prte_tmpdir_base:-$private}
+export OMPI_MCA_btl_sm_backing_directory=${OMPI_MCA_btl_sm_backing_directory:-$shm}
 YRMPI_SLURM_RUN=$run_id "${launch[@]}" &
 child=$!
 forward_usr1() {
@@ -129,6 +135,7 @@ if ((rc == 75)) && [[ -z $ending ]]; then
 else
     say "ranks ended with exit code $rc"
 fi
+rm -rf "$private" "$shm"
 exit "$rc"
 """
 
