@@ -139,7 +139,7 @@ class Runtime:
 
     def send(self, dest: int, msg: tuple) -> None:
         inst = getattr(self.context, "instance", None)
-        if inst is None:
+        if inst is None or not inst.threads:  # not from inside an instance's call (a result, say)
             self.wire.send(dest, msg)
         else:
             with Shield(inst):  # sent from an instance's call: the message goes out whole
