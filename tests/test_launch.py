@@ -212,3 +212,22 @@ def test_each_openmpi_launch_keeps_its_state_in_its_own_directories(run_job, tmp
     assert len(segments) == 2 and all(name.startswith("sm_segment.") for name in segments), segments
     assert not os.path.exists(session) and not os.path.exists(shm), "removed after the job"
     assert not orphan.exists(), "a killed launcher's directory is removed by the next launch"
+
+
+def test_private_directories_only_for_launches_that_stay_on_this_node(monkeypatch):
+    """The directories exist on this node only: a launch that may reach other nodes (host
+    flags, a multi-node Slurm allocation, a PBS/LSF host list) keeps Open MPI's defaults."""
+    from yrmpi import launch
+
+    for var in ("SLURM_JOB_NUM_NODES", "SLURM_NNODES", *launch.ALLOCATION_HOSTS):
+        monkeypatch.delenv(var, raising=False)
+    assert launch.single_node(["mpiexec", "-n", "4", "python", "job.py"])
+    assert not launch.single_node(["mpiexec", "--hostfile", "hosts", "-n", "4", "python", "job.py"])
+    assert not launch.single_node(["mpiexec", "--host=a,b", "-n", "4", "python", "job.py"])
+    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "1")
+    assert launch.single_node(["mpiexec", "-n", "4", "python", "job.py"])
+    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "3")
+    assert not launch.single_node(["mpiexec", "-n", "4", "python", "job.py"])
+    monkeypatch.delenv("SLURM_JOB_NUM_NODES")
+    monkeypatch.setenv("PBS_NODEFILE", "/var/spool/pbs/aux/1")
+    assert not launch.single_node(["mpiexec", "-n", "4", "python", "job.py"])

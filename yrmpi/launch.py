@@ -114,7 +114,7 @@ def run(cmd: list[str], translate: Mapping[int, int] | None = None) -> int:
     to stop gracefully.
     """
     env = launch_env()
-    with private_state_dirs(env, flavor(cmd[0]) == "openmpi"):
+    with private_state_dirs(env, flavor(cmd[0]) == "openmpi" and single_node(cmd)):
         proc = subprocess.Popen(cmd, env=env)
         mapping = dict(translate or {})
 
@@ -134,6 +134,22 @@ PRIVATE_PREFIX = "yrmpi-launch-"
 OPENMPI_STATE_VARS = {"PRTE_MCA_prte_tmpdir_base": None, "OMPI_MCA_btl_sm_backing_directory": "/dev/shm"}
 
 
+# Launch options and allocations that put ranks on other nodes.
+HOST_FLAGS = ("-H", "--host", "--hostfile", "--machinefile", "--default-hostfile")
+ALLOCATION_HOSTS = ("PBS_NODEFILE", "LSB_HOSTS", "LSB_MCPU_HOSTS")
+
+
+def single_node(cmd: list[str]) -> bool:
+    """True when the launch cannot place ranks on another node: private directories exist on
+    this node only, so a multi-node launch keeps Open MPI's defaults."""
+    if any(arg.split("=", 1)[0] in HOST_FLAGS for arg in cmd):
+        return False
+    if any(os.environ.get(var) for var in ALLOCATION_HOSTS):
+        return False
+    nodes = os.environ.get("SLURM_JOB_NUM_NODES") or os.environ.get("SLURM_NNODES") or "1"
+    return not (nodes.isdigit() and int(nodes) > 1)
+
+
 @contextlib.contextmanager
 def private_state_dirs(env: dict[str, str], openmpi: bool) -> Iterator[None]:
     """Give one Open MPI launch directories of its own for that state, removed afterwards.
@@ -142,7 +158,8 @@ def private_state_dirs(env: dict[str, str], openmpi: bool) -> Iterator[None]:
     systems): a later mpiexec with the same pid finds it and either fails to start ("The PMIx
     server's listener thread failed to start") or, reusing stale shared-memory queues, loses
     messages and hangs. Directories left by a launcher that was itself killed are removed by
-    the next launch. A setting already in the environment wins."""
+    the next launch. A setting already in the environment wins. Single-node launches only
+    (`single_node`)."""
     made = []
     if openmpi:
         for var, base in OPENMPI_STATE_VARS.items():
