@@ -116,7 +116,11 @@ class Objects:
                 msg = ("value", ref_id, False, error_info(slot.error, f"rank {self.rt.rank}"))
             else:
                 msg = ("value", ref_id, True, slot.value)
-            self.rt.send(requester, msg)
+            try:
+                self.rt.send_from_handler(requester, msg)
+            except Exception as exc:  # a value that cannot be pickled: say so, do not leave them waiting
+                err = YRRuntimeError(f"object {ref_id:x} on rank {self.rt.rank} cannot be sent: {exc!r}")
+                self.rt.send(requester, ("value", ref_id, False, error_info(err, f"rank {self.rt.rank}")))
 
         ref._slot.add_callback(reply)
 

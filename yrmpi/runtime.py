@@ -147,6 +147,20 @@ class Runtime:
         if dest == self.rank:
             self.progress.kick()
 
+    def send_from_handler(self, dest: int, msg: tuple) -> None:
+        """Send from a message handler, which runs on the polling thread. A message with large
+        buffers blocks its sender until the peer receives it, and a peer doing the same towards
+        us would wait for our poll forever (two ranks fetching from each other): such a
+        message is sent by a serve thread instead, while this thread goes on receiving."""
+        if dest == self.rank:
+            self.send(dest, msg)
+            return
+        payload, buffers = self.wire.encode(msg)
+        if buffers:
+            self.progress.submit(partial(self.wire.send_encoded, dest, payload, buffers))
+        else:
+            self.wire.send_encoded(dest, payload, buffers)
+
     def dispatch(self, msg: Any) -> None:
         """Run a message's handler. A handler bug is reported, never allowed to stop polling."""
         try:

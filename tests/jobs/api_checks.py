@@ -188,6 +188,36 @@ def wait_semantics():
     assert len(ready) == 3 and not unready
 
 
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=1000))
+class Holder:
+    """Holds a value of its own and reads one another instance holds (fetched from its rank)."""
+
+    def make(self, n, fill):
+        self.kept = yr.put(np.full(n, float(fill)) if n else threading.Lock())
+        return [self.kept]  # in a list: the caller gets the ref itself, not its value
+
+    def first(self, refs):
+        return float(yr.get(refs[0], timeout=60)[0])
+
+
+@check
+def ranks_fetching_large_values_from_each_other_do_not_deadlock():
+    """Each answers the other's fetch with a 32 MB value while fetching from it; the answer
+    blocks its sender until received, so it must not block the rank's polling."""
+    a, b = Holder.invoke(), Holder.invoke()
+    for i in range(3):
+        ra, rb = yr.get(a.make.invoke(4_000_000, i)), yr.get(b.make.invoke(4_000_000, i + 100))
+        assert yr.get([a.first.invoke(rb), b.first.invoke(ra)], timeout=60) == [i + 100.0, float(i)]
+    unpicklable = yr.get(a.make.invoke(0, 0))
+    try:
+        yr.get(b.first.invoke(unpicklable), timeout=30)
+        raise AssertionError("an unpicklable value was fetched")
+    except yr.YRError as exc:
+        assert "cannot be sent" in str(exc), str(exc)
+    a.terminate(is_sync=True)
+    b.terminate(is_sync=True)
+
+
 @check
 def put_and_refs_as_arguments():
     ref = yr.put(np.arange(10))
