@@ -148,15 +148,16 @@ class Runtime:
             self.progress.kick()
 
     def send_from_handler(self, dest: int, msg: tuple) -> None:
-        """Send from a message handler, which runs on the polling thread. A message with large
-        buffers blocks its sender until the peer receives it, and a peer doing the same towards
-        us would wait for our poll forever (two ranks fetching from each other): such a
-        message is sent by a serve thread instead, while this thread goes on receiving."""
+        """Send from a message handler, which runs on the polling thread. A large message blocks
+        its sender until the peer receives it, and a peer doing the same towards us would wait
+        for our poll forever (two ranks fetching from each other): such a message is sent by a
+        serve thread instead, while this thread goes on receiving. (Only for messages whose
+        order does not matter: a deferred one may be overtaken by the next.)"""
         if dest == self.rank:
             self.send(dest, msg)
             return
         payload, buffers = self.wire.encode(msg)
-        if buffers:
+        if self.wire.waits_for_receiver(payload, buffers):
             self.progress.submit(partial(self.wire.send_encoded, dest, payload, buffers))
         else:
             self.wire.send_encoded(dest, payload, buffers)

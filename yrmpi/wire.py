@@ -24,6 +24,7 @@ OOB_MIN_BYTES = 64 * 1024  # smaller buffers stay inside the pickle: one message
 TAG_PLAIN = 0  # control message: the pickle alone
 TAG_WITH_BUFFERS = 1  # control message: a header naming out-of-band buffers, then the pickle
 _HEADER = struct.Struct("<II")  # data tag, number of buffers; then one <Q size per buffer
+EAGER_BYTES = 4096  # Open MPI's shared-memory eager limit: a larger send waits for its receiver
 
 
 _BY_VALUE = cloudpickle.cloudpickle._PICKLE_BY_VALUE_MODULES  # cloudpickle.register_pickle_by_value
@@ -112,6 +113,11 @@ class Wire:
         """Pickle a message now (errors surface at the caller); send it later with send_encoded."""
         buffers = _Buffers()
         return dumps(msg, buffers), buffers
+
+    @staticmethod
+    def waits_for_receiver(payload: bytes, buffers: list) -> bool:
+        """Whether sending this blocks until the peer posts its receive (rendezvous)."""
+        return bool(buffers) or len(payload) > EAGER_BYTES
 
     def send(self, dest: int, msg: tuple) -> None:
         """Send one message; blocks only while large buffers are handed to MPI."""
