@@ -83,10 +83,10 @@ def run_child(cmd: list[str], timeout: float = JOB_TIMEOUT_S, env: dict[str, str
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        stacks = _stacks(_descendants(proc.pid))  # where it hangs, before the evidence is killed
-        for pid in _descendants(proc.pid):
+        tree = _descendants(proc.pid)
+        stacks = _stacks(tree)  # where it hangs, before the evidence is killed
+        for pid in [*tree, proc.pid]:
             _kill(pid)
-        _kill(proc.pid)
         try:
             stdout, stderr = proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:  # a process outside the tree holds the pipes
