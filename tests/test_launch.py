@@ -120,6 +120,13 @@ def test_run_dry_run_shows_flags():
 
 
 # -- state a killed Open MPI job leaves behind ------------------------------------------------
+def _openmpi() -> bool:
+    from yrmpi import launch
+
+    return launch.flavor(launch.find_mpiexec()) == "openmpi"
+
+
+openmpi_only = pytest.mark.skipif(not _openmpi(), reason="Open MPI only")
 PID_CONTROL = "/proc/sys/kernel/ns_last_pid"
 REPORT_PID = ("from mpi4py import MPI; import os, time; MPI.COMM_WORLD.Barrier(); "
               "print('MPIEXEC', os.getppid(), flush=True)")
@@ -158,15 +165,12 @@ def _kill_job_at(pid: int) -> None:
     proc.wait(timeout=30)
 
 
+@openmpi_only
 @pytest.mark.skipif(not os.access(PID_CONTROL, os.W_OK), reason="choosing the next pid needs root")
 def test_a_killed_jobs_leftovers_do_not_break_a_launch_that_gets_its_pid():
     """Open MPI keys its session directory and shared-memory files on mpiexec's pid; a job
     killed with SIGKILL leaves them behind, and pids wrap. Plain mpiexec given that pid again
     fails to start; yrmpi's launch gives every job directories of its own, so it runs."""
-    from yrmpi import launch
-
-    if launch.flavor(launch.find_mpiexec()) != "openmpi":
-        pytest.skip("Open MPI only")
     with open(PID_CONTROL) as f:
         pid = next(p for p in range(int(f.read()) + 300, 1 << 22) if not os.path.exists(f"/proc/{p}"))
     shm_before = set(os.listdir("/dev/shm"))
@@ -187,13 +191,12 @@ def test_a_killed_jobs_leftovers_do_not_break_a_launch_that_gets_its_pid():
                 os.unlink(f"/dev/shm/{name}")
 
 
+@openmpi_only
 def test_each_openmpi_launch_keeps_its_state_in_its_own_directories(run_job, tmp_path):
     """Session directory and shared-memory files in private directories, removed after the job;
     ones left by a launcher that was killed are removed by the next launch."""
     from yrmpi import launch
 
-    if launch.flavor(launch.find_mpiexec()) != "openmpi":
-        pytest.skip("Open MPI only")
     dead = subprocess.Popen(["true"])
     dead.wait()
     orphan = Path(tempfile.gettempdir()) / f"{launch.PRIVATE_PREFIX}{dead.pid}-test"

@@ -87,9 +87,10 @@ run_id="$SLURM_JOB_ID.$restarts"  # marks the launcher and every rank (their env
 # Open MPI keys its session directory and shared-memory files on mpiexec's pid: a killed job's
 # leftovers make a later mpiexec given the same pid fail to start or hang. A one-node run gets
 # its own (they would not exist on the other nodes of a larger allocation).
-private=$(mktemp -d "${TMPDIR:-/tmp}/yrmpi-launch-$$-XXXXXX")
-shm=$(mktemp -d "/dev/shm/yrmpi-launch-$$-XXXXXX" 2>/dev/null || echo "$private")
+private="" shm=""
 if ((${SLURM_JOB_NUM_NODES:-1} == 1)); then
+    private=$(mktemp -d "${TMPDIR:-/tmp}/yrmpi-launch-$$-XXXXXX")
+    shm=$(mktemp -d "/dev/shm/yrmpi-launch-$$-XXXXXX" 2>/dev/null || echo "$private")
     export PRTE_MCA_prte_tmpdir_base=${PRTE_MCA_prte_tmpdir_base:-$private}
     export OMPI_MCA_btl_sm_backing_directory=${OMPI_MCA_btl_sm_backing_directory:-$shm}
 fi
