@@ -2,7 +2,7 @@
 
     python -m benchmarks.scheduler_sim [--quick]
 
-`yrmpi.placement.Placement` (the same object the scheduler on rank 0 owns) drives a simulated
+`yrmpi.scheduling.placement.Placement` (the same object the scheduler on rank 0 owns) drives a simulated
 allocation of 100 ranks per node (1000 millicores, 4000 MB each) through a sweep of 2,500
 experiments, with the scheduler's own policies:
 - an experiment is a supervisor (cpu=100, placed for the driver, no group) plus 3, 7 or 15
@@ -33,7 +33,7 @@ import tracemalloc
 from dataclasses import dataclass, field
 
 from benchmarks import common
-from yrmpi.placement import Demand, Placement, RankCapacity
+from yrmpi.scheduling.placement import Demand, Placement, RankCapacity
 
 RANKS_PER_NODE = 100
 SCALES = (100, 1_000, 10_000)

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from yrmpi.interrupt import InstanceTornDown, Shield, interrupt, run_interruptible
+from yrmpi.transport.interrupt import InstanceTornDown, Shield, interrupt, run_interruptible
 
 ROUNDS = 1500
 

@@ -1,4 +1,4 @@
-"""Unit tests for yrmpi.placement (pure logic, no MPI)."""
+"""Unit tests for yrmpi.scheduling.placement (pure logic, no MPI)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from yrmpi.placement import Demand, Placement, RankCapacity
+from yrmpi.scheduling.placement import Demand, Placement, RankCapacity
 
 
 def pool(nodes: int = 2, per_node: int = 4, cpu: int = 1000, memory: int = 4000,

@@ -1,4 +1,4 @@
-"""Scale simulation of yrmpi.placement: 10,000 ranks, 100,000 placements with churn.
+"""Scale simulation of yrmpi.scheduling.placement: 10,000 ranks, 100,000 placements with churn.
 
 An independent shadow model (plain dicts) tracks what each rank holds, so the
 invariants below are checked against arithmetic done outside Placement.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from yrmpi.placement import Demand, Placement, RankCapacity
+from yrmpi.scheduling.placement import Demand, Placement, RankCapacity
 
 NODES = 100
 RANKS_PER_NODE = 100

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from yrmpi.placement import Demand, Placement, RankCapacity
+from yrmpi.scheduling.placement import Demand, Placement, RankCapacity
 from yrmpi.sweep.config import SweepConfigError, expand, load_dict
 from yrmpi.sweep.plan import (
     experiment_demands,

@@ -13,7 +13,7 @@ import pytest
 import yrmpi
 from yrmpi import sweep
 from yrmpi.cli import main
-from yrmpi.errors import invoke_error
+from yrmpi.core.errors import invoke_error
 from yrmpi.sweep.config import Grid, Resources, SweepConfig, SweepConfigError
 from yrmpi.sweep.runner import (
     StopRequest,

@@ -16,7 +16,7 @@ if _os.environ.get("OMPI_MCA_mpi_ft_enable") == "1":
 
     _mpi4py.rc.finalize = False
 
-from .api import (
+from .api.functions import (
     cancel,
     exit,
     finalize,
@@ -29,7 +29,8 @@ from .api import (
     resources,
     wait,
 )
-from .errors import (
+from .api.handles import FunctionProxy, InstanceCreator, InstanceHandle, instance, invoke, method
+from .core.errors import (
     CancelError,
     DeadlockError,
     InstanceExitedError,
@@ -41,9 +42,8 @@ from .errors import (
     YRTypeError,
     YRValueError,
 )
-from .handles import FunctionProxy, InstanceCreator, InstanceHandle, instance, invoke, method
-from .objectref import ObjectRef
-from .options import Config, InvokeOptions
+from .core.options import Config, InvokeOptions
+from .core.refs import ObjectRef
 
 __version__ = "0.1.0"
 

@@ -22,7 +22,7 @@ def _run(argv: list[str]) -> int:
     parser.add_argument("script")
     parser.add_argument("args", nargs=argparse.REMAINDER)
     ns = parser.parse_args(argv)
-    from .options import Config
+    from .core.options import Config
 
     n = ns.np if ns.np is not None else Config().resolved().num_ranks
     cmd = launch.command(n, [sys.executable, "-m", "yrmpi", ns.script, *ns.args],
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None, module_entry: bool = False) -> int:
     if command is not None:
         return command[0](argv[1:])
     if module_entry:
-        from .script import run_script
+        from .api.spmd import run_script
 
         return run_script(argv[0], argv[1:])
     print(f"yrmpi: unknown command {argv[0]!r}; try: {', '.join(COMMANDS)}", file=sys.stderr)

@@ -17,11 +17,11 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from .caller import Caller, Objects
-from .errors import YRRuntimeError
-from .interrupt import InstanceTornDown, Shield
-from .options import Config, _first
-from .progress import Progress
+from .core.errors import YRRuntimeError
+from .core.options import Config, _first
+from .roles.caller import Caller, Objects
+from .transport.interrupt import InstanceTornDown, Shield
+from .transport.progress import Progress
 
 _current: Runtime | None = None
 MIN_RANK_MEMORY_MB = 1024
@@ -71,7 +71,7 @@ class Runtime:
     grace_period_s = 5.0
 
     def __init__(self, comm: Any, config: Config | None) -> None:
-        from .wire import Wire
+        from .transport.wire import Wire
 
         self.wire = Wire(comm)
         from .collective import Collectives
@@ -107,7 +107,7 @@ class Runtime:
         table = world.gather(me, root=0)
         settings = None
         if self.rank == 0:
-            from .placement import Placement, RankCapacity
+            from .scheduling.placement import Placement, RankCapacity
 
             cfg = (config or Config()).resolved()
             ranks = []
@@ -123,12 +123,12 @@ class Runtime:
                 print("yrmpi: fault tolerance is off (no ULFM: MPICH, srun direct launch, or YRMPI_FT=0): "
                       "a rank that dies ends the whole job. `yrmpi run` with Open MPI turns it on.",
                       file=sys.stderr, flush=True)
-            from .scheduler import Scheduler
+            from .scheduling.scheduler import Scheduler
 
             self.scheduler = Scheduler(self, Placement(ranks))
         settings = world.bcast(settings, root=0)
         if self.rank != 0:
-            from .host import Host
+            from .roles.host import Host
 
             self.host = Host(self)
         return settings
@@ -246,8 +246,8 @@ class Runtime:
 
     def request(self, msg: tuple, key: int, timeout: float | None = 60) -> Any:
         """Send `msg` to the scheduler and wait for the reply that carries `key`."""
-        from .api import wait_slot
-        from .objectref import Slot
+        from .api.functions import wait_slot
+        from .core.refs import Slot
 
         slot = Slot()
         self._replies[key] = slot
@@ -265,7 +265,7 @@ class Runtime:
         _current = self
         _started = True
         if self.host is not None and self.settings.get("prefix_output"):
-            from .output import install_prefixing
+            from .roles.output import install_prefixing
 
             install_prefixing(self)  # before any serve thread exists: every line of every call is prefixed
         self.progress.start()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import launch
-from ..errors import YRRuntimeError
+from ..core.errors import YRRuntimeError
 from .config import SweepConfigError, expand, load
 from .journal import write_resolved_config
 from .report import report
@@ -123,7 +123,7 @@ def _launch(opts: SweepOptions, ns: argparse.Namespace, argv: list[str]) -> int:
 
 def sweep_command(argv: list[str]) -> int:
     """`yrmpi sweep ...`; returns the exit code."""
-    from ..script import alias_yr, spmd
+    from ..api.spmd import alias_yr, spmd
 
     ns = _sweep_parser().parse_args(argv)
     opts = _options(ns)

@@ -4,7 +4,7 @@ Each experiment is one supervisor (``resources.supervisor``) plus ``workers`` wo
 (``resources.worker``).  Dividing total capacity by per-experiment demand is wrong as soon
 as demands do not tile ranks (three 100-millicore supervisors share one rank; a 600
 millicore worker wastes 400 of a 1000 rank), so the plan *simulates* placement with the
-runtime's own :class:`yrmpi.placement.Placement` and counts how many whole experiments fit.
+runtime's own :class:`yrmpi.scheduling.placement.Placement` and counts how many whole experiments fit.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..placement import Demand, Placement, RankCapacity
+from ..scheduling.placement import Demand, Placement, RankCapacity
 from ._text import fmt_params, fmt_value, split_params, table
 from .config import Experiment, Grid, Resources, SweepConfig, SweepConfigError
 

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import YRInvokeError
-from ..options import Config, InvokeOptions
-from ..placement import RankCapacity
+from ..core.errors import YRInvokeError
+from ..core.options import Config, InvokeOptions
+from ..scheduling.placement import RankCapacity
 from .config import Experiment, Resources, SweepConfig, SweepConfigError, expand, import_entry, load
 from .journal import CONFIG_NAME, JOURNAL_NAME, Journal, fold, read_journal, resume_plan, write_resolved_config
 from .plan import CapacityPlan, format_plan, plan_capacity, ranks_from_usage
@@ -239,7 +239,7 @@ def _supervisor_creator(config: SweepConfig) -> Any:
     """The entry as a yr instance creator (a plain class is wrapped, a decorated one kept)."""
     import yrmpi
 
-    from ..handles import InstanceCreator
+    from ..api.handles import InstanceCreator
 
     entry = import_entry(config.entry, config.base_dir, source=config.source)
     if isinstance(entry, InstanceCreator):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..options import InvokeOptions
+from ..core.options import InvokeOptions
 
 __all__ = ["Trial"]
 

@@ -9,13 +9,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import launch
-from . import runtime as _rt
-from .errors import YRRuntimeError, YRTimeoutError, YRTypeError, YRValueError
+from .. import launch
+from .. import runtime as _rt
+from ..core.errors import YRRuntimeError, YRTimeoutError, YRTypeError, YRValueError
+from ..core.options import Config
+from ..core.refs import ObjectRef, Slot
+from ..roles.host import InstanceExit
 from .handles import InstanceHandle
-from .host import InstanceExit
-from .objectref import ObjectRef, Slot
-from .options import Config
 
 _init_lock = threading.Lock()
 

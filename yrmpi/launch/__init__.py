@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from .errors import YRRuntimeError
+from ..core.errors import YRRuntimeError
 
 # Set by the launchers people use: Open MPI, MPICH/Hydra, PMIx (srun --mpi=pmix), Slurm steps.
 _LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK", "PMI_FD",
@@ -200,7 +200,7 @@ def _alive(pid: int) -> bool:
 
 def relaunch_self(conf: object | None) -> int:
     """`python job.py` with no launcher: run the same script under mpiexec; its exit code."""
-    from .options import Config
+    from ..core.options import Config
 
     script = sys.argv[0] if sys.argv else ""
     if not script or script == "-c" or not Path(script).is_file():

@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from . import errors
-from .errors import CancelError, DeadlockError, InstanceExitedError, ResourceError, YRRuntimeError, YRTypeError
-from .objectref import ObjectRef, Slot
-from .options import InvokeOptions
-from .placement import Demand, Placement
-from .wire import dumps, loads
+from ..core import errors
+from ..core.errors import CancelError, DeadlockError, InstanceExitedError, ResourceError, YRRuntimeError, YRTypeError
+from ..core.options import InvokeOptions
+from ..core.refs import ObjectRef, Slot
+from ..scheduling.placement import Demand, Placement
+from ..transport.wire import dumps, loads
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from ..runtime import Runtime
 
 
 def error_info(exc: BaseException, origin: str) -> tuple:

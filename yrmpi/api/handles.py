@@ -6,12 +6,12 @@ import copy
 import inspect
 from typing import Any, Callable
 
-from . import runtime as _rt
-from .caller import InstanceState
-from .errors import YRTypeError, YRValueError
-from .objectref import ObjectRef
-from .options import InvokeOptions
-from .wire import after_pickle
+from .. import runtime as _rt
+from ..core.errors import YRTypeError, YRValueError
+from ..core.options import InvokeOptions
+from ..core.refs import ObjectRef
+from ..roles.caller import InstanceState
+from ..transport.wire import after_pickle
 
 MAX_RETURNS = 100
 

@@ -11,7 +11,7 @@ import concurrent.futures
 from collections.abc import Callable
 from typing import Any
 
-from . import runtime as _rt
+from .. import runtime as _rt
 
 _MISSING = object()
 
@@ -76,7 +76,7 @@ class ObjectRef:
         return (_rebuild, (self.id, self.owner))
 
     def get(self, timeout: float = 300) -> Any:
-        from .api import get
+        from ..api.functions import get
 
         return get(self, timeout)
 
@@ -85,7 +85,7 @@ class ObjectRef:
         return self._slot.done()
 
     def wait(self, timeout: float | None = None) -> bool:
-        from .api import wait
+        from ..api.functions import wait
 
         ready, _ = wait([self], timeout=timeout)
         return bool(ready)

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .placement import RankCapacity
-    from .sweep.config import SweepConfig
-    from .sweep.plan import CapacityPlan
+    from ..scheduling.placement import RankCapacity
+    from ..sweep.config import SweepConfig
+    from ..sweep.plan import CapacityPlan
 
 __all__ = [
     "CAPACITY_BLOCK", "DETECT_BLOCK", "EXIT_INTERRUPTED", "LAUNCHERS", "RUN_BLOCK", "SlurmError", "Sizing",
@@ -203,7 +203,7 @@ def mpiexec_flags(mpiexec: str, fault_tolerance: str | None = None) -> list[str]
 
     fault_tolerance is a YRMPI_FT level ("0", "1", "heartbeat"); None reads YRMPI_FT.
     """
-    from . import launch
+    from .. import launch
 
     cmd = launch.command(2, ["ARGV"], mpiexec=mpiexec, fault_tolerance=fault_tolerance)
     return cmd[3:-1]  # drop "mpiexec -n 2" and the argv placeholder
@@ -213,7 +213,7 @@ def launcher_line(launcher: str, flavor: str, cpus_per_task: int | None = None,
                   mpiexec: str | None = None, fault_tolerance: str | None = None) -> list[str]:
     """The concrete launch words for a generated script ("$SLURM_NTASKS" stays a shell word)."""
     if launcher == "mpiexec":
-        from . import launch
+        from .. import launch
 
         path = mpiexec or launch.find_mpiexec()
         return [path, "-n", '"$SLURM_NTASKS"', *mpiexec_flags(path, fault_tolerance)]
@@ -266,7 +266,7 @@ class Sizing:
 def _host_ranks(hosts: int, cpu: int, memory: int, custom: dict[str, float],
                 tasks_per_node: int | None) -> list[RankCapacity]:
     """Host ranks 1..hosts as Slurm places them (block distribution: rank r on node r // T)."""
-    from .placement import RankCapacity
+    from ..scheduling.placement import RankCapacity
 
     per_node = tasks_per_node or (hosts + 1)
     return [RankCapacity(r, f"node{r // per_node}", cpu, memory, dict(custom)) for r in range(1, hosts + 1)]
@@ -320,8 +320,8 @@ def size_sweep(config: SweepConfig, todo: int, experiments: int, *, nodes: int |
     number of experiments at once. With --nodes and --tasks-per-node the count is given and the
     plan says how many experiments fit.
     """
-    from .sweep.config import SweepConfigError
-    from .sweep.plan import plan_capacity
+    from ..sweep.config import SweepConfigError
+    from ..sweep.plan import plan_capacity
 
     if cpus_per_task < 1:
         raise SlurmError(f"--cpus-per-task: found {cpus_per_task}, expected an integer >= 1")
@@ -419,7 +419,7 @@ def render_sweep(*, sizing: Sizing, sweep_argv: list[str], time_limit: str, sign
     launch = [*launcher_line(launcher, flavor, sizing.cpus_per_task, fault_tolerance=fault_tolerance),
               shlex.quote(python), "-m", "yrmpi",
               "sweep", *(shlex.quote(a) for a in sweep_argv)]
-    from .launch import fault_tolerance_level
+    from ..launch import fault_tolerance_level
 
     level = fault_tolerance if fault_tolerance is not None else fault_tolerance_level()
     if launcher == "mpiexec" and flavor == "openmpi" and level != "0":
@@ -546,9 +546,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def slurm_command(argv: list[str]) -> int:
     """`yrmpi slurm FILE.yaml ...`; returns the exit code (2 for a config or request mistake)."""
-    from .script import alias_yr
-    from .sweep.config import SweepConfigError, expand
-    from .sweep.runner import SweepOptions, load_config, todo_for
+    from ..api.spmd import alias_yr
+    from ..sweep.config import SweepConfigError, expand
+    from ..sweep.runner import SweepOptions, load_config, todo_for
 
     ns = _parser().parse_args(argv)
     alias_yr()  # entry files may say `import yr`; loading the sweep imports its entry
@@ -628,7 +628,7 @@ def job_main(argv: list[str]) -> int:
     to die, so host ranks ignore it, and rank 0 gets a handler that only logs; a job script that
     wants the warning installs its own handler (e.g. checkpoint, then sys.exit(75) to be requeued).
     """
-    from .script import run_script
+    from ..api.spmd import run_script
 
     if not argv:
         print("usage: python -m yrmpi.slurm job.py [args]   (inside mpiexec/srun, as slurm/job.sbatch does)",

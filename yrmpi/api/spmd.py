@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 import yrmpi
 
-from . import launch
-from . import runtime as _rt
+from .. import launch
+from .. import runtime as _rt
 
 
 def alias_yr() -> None:
@@ -29,7 +29,7 @@ def run_script(path: str, args: list[str]) -> int:
         print(f"yrmpi: no such script: {path}", file=sys.stderr)
         return 2
     if not launch.under_mpi():  # `python -m yrmpi job.py` on a laptop: launch ourselves
-        from .options import Config
+        from ..core.options import Config
 
         n = Config().resolved().num_ranks
         return launch.run(launch.command(n, [sys.executable, "-m", "yrmpi", path, *args]))
@@ -56,7 +56,7 @@ def spmd(driver: Callable[[], Any], host_setup: Callable[[], None] | None = None
             host_setup()
         rt = _rt.Runtime(world, None)
         rt.start()
-        yrmpi.api.serve_until_shutdown(rt)
+        yrmpi.api.functions.serve_until_shutdown(rt)
         return 0
     code = 0
     try:

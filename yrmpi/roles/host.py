@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from . import errors
+from ..core import errors
+from ..core.errors import InstanceExitedError, YRRuntimeError
+from ..core.refs import ObjectRef
+from ..transport.interrupt import InstanceTornDown, interrupt, run_interruptible
+from ..transport.wire import loads
 from .caller import error_info
-from .errors import InstanceExitedError, YRRuntimeError
-from .interrupt import InstanceTornDown, interrupt, run_interruptible
-from .objectref import ObjectRef
-from .wire import loads
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from ..runtime import Runtime
 
 GONE_REMEMBERED = 10_000
 
@@ -289,7 +289,7 @@ def _resolve_refs(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     else:
         if not kwargs or not any(isinstance(value, ObjectRef) for value in kwargs.values()):
             return args, kwargs
-    from .api import get
+    from ..api.functions import get
 
     args = tuple(get(a, timeout=-1) if isinstance(a, ObjectRef) else a for a in args)
     kwargs = {k: get(v, timeout=-1) if isinstance(v, ObjectRef) else v for k, v in kwargs.items()}

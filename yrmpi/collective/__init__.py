@@ -45,13 +45,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import runtime as _rt
-from .errors import InstanceExitedError, YRRuntimeError, YRTypeError, YRValueError
-from .interrupt import Shield
+from .. import runtime as _rt
+from ..core.errors import InstanceExitedError, YRRuntimeError, YRTypeError, YRValueError
+from ..transport.interrupt import Shield
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
-    from .scheduler import Record, Scheduler
+    from ..runtime import Runtime
+    from ..scheduling.scheduler import Record, Scheduler
 
 __all__ = [
     "CollectiveError", "CollectiveMismatchError", "GroupChangedError", "NotInGroupError", "OPS",
@@ -1038,7 +1038,7 @@ def _gather_objects(coll: Collectives, ec: _Epoch, inst: Any, objs: list, seq: i
     """Every member's object, in group order (pickled; for small values)."""
     if ec.nranks == 1:
         return list(objs)
-    from .wire import dumps
+    from ..transport.wire import dumps
 
     MPI = _MPI()
     comm = coll.comm_for(ec, key, [_sig(key)], inst, seq)
@@ -1162,7 +1162,7 @@ def _header(x: Any) -> tuple[np.ndarray, Any]:
     if isinstance(x, np.ndarray):
         meta, data = ("array", x.dtype.str, x.shape), x
     else:
-        from .wire import dumps
+        from ..transport.wire import dumps
 
         data = np.frombuffer(dumps(x), dtype=np.uint8)
         meta = ("object", data.size)
@@ -1280,7 +1280,7 @@ def size(group: str | None = None) -> int:
 def create_group(handles: Sequence[Any], name: str) -> str:
     """Make the instances behind `handles` (children of the caller) a group called `name`, in
     that order; members pass `group=name` to the collective functions. Returns the name."""
-    from .handles import InstanceHandle
+    from ..api.handles import InstanceHandle
 
     rt = _rt.current()
     if not isinstance(name, str) or not name:

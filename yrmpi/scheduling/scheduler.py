@@ -12,11 +12,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import errors
+from ..core import errors
 from .placement import Demand, Placement
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from ..runtime import Runtime
 
 
 @dataclass
@@ -63,7 +63,7 @@ class Scheduler:
         self.last_change = rt.clock()
         self.probe: Probe | None = None
         self.idle_probes = 0  # consecutive probes that found nothing running
-        from .collective import GroupRegistry
+        from ..collective import GroupRegistry
 
         self.groups = GroupRegistry(self)  # communicator subgroups: membership, epochs, tear-downs
 
