@@ -17,30 +17,15 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from .core import rank as _rank
 from .core.errors import YRRuntimeError
 from .core.options import Config, _first
 from .roles.caller import Caller, Objects
 from .transport.interrupt import InstanceTornDown, Shield
 from .transport.progress import Progress
 
-_current: Runtime | None = None
 MIN_RANK_MEMORY_MB = 1024
-_started = False  # a runtime existed in this process (finalize leaves no current one)
-
-
-def current() -> Runtime:
-    """The runtime of this process; every API call but init raises before it exists."""
-    if _current is None:
-        raise YRRuntimeError("system not initialized")
-    return _current
-
-
-def active() -> Runtime | None:
-    return _current
-
-
-def ever_started() -> bool:
-    return _started
+current, active, ever_started, TIMED_OUT = _rank.current, _rank.active, _rank.ever_started, _rank.TIMED_OUT
 
 
 def require_hosts(world: Any) -> None:
@@ -132,6 +117,31 @@ class Runtime:
 
             self.host = Host(self)
         return settings
+
+    # -- the Rank protocol (core/rank.py) ---------------------------------------------------
+    def current_instance(self) -> Any:
+        return getattr(self.context, "instance", None)
+
+    def set_current_instance(self, inst: Any) -> None:
+        self.context.instance = inst
+
+    def failed_ranks(self) -> set[int]:
+        return self.wire.failed
+
+    def encode(self, msg: tuple) -> tuple:
+        return self.wire.encode(msg)
+
+    def send_encoded(self, dest: int, encoded: tuple) -> None:
+        self.wire.send_encoded(dest, *encoded)
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self.progress.submit(job)
+
+    def kick(self) -> None:
+        self.progress.kick()
+
+    def poll(self) -> None:
+        self.progress.poll()
 
     # -- messages --------------------------------------------------------------------------
     def new_id(self) -> int:
@@ -261,9 +271,7 @@ class Runtime:
 
     # -- life ------------------------------------------------------------------------------
     def start(self) -> None:
-        global _current, _started
-        _current = self
-        _started = True
+        _rank.install(self)
         if self.host is not None and self.settings.get("prefix_output"):
             from .roles.output import install_prefixing
 
@@ -288,11 +296,10 @@ class Runtime:
                            self.clock() + timeout)
 
     def stop(self) -> None:
-        global _current
         self.progress.stop()
         self.collectives.free()
         self.wire.free()
-        _current = None
+        _rank.install(None)
 
 
 class Blocked(Shield):
@@ -324,5 +331,3 @@ def _raise_if_ended(inst: Any) -> None:
     if inst is not None and inst.ended is not None:
         raise InstanceTornDown()
 
-
-TIMED_OUT = object()

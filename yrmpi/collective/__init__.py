@@ -848,7 +848,7 @@ def allreduce(x: Any, op: str = "sum", group: str | None = None, out: np.ndarray
     `out=x` to reduce in place). Other values (numbers, small picklable objects) are gathered
     and combined with Python operators in group order.
     """
-    rt = _rt._current
+    rt = _rt.active()
     if rt is not None and type(x) is np.ndarray and (out is None or type(out) is np.ndarray):
         inst = getattr(rt.context, "instance", None)
         if inst is not None:
@@ -923,7 +923,7 @@ class _Fast:
     @staticmethod
     def prepare(group: str | None, key: tuple, op: str) -> None:
         """After a successful call on the general path: prepare the next ones, if they qualify."""
-        rt = _rt._current
+        rt = _rt.active()
         inst = getattr(rt.context, "instance", None) if rt is not None else None
         if inst is None:
             return
