@@ -19,7 +19,9 @@ from typing import Any
 
 from .core import rank as _rank
 from .core.errors import YRRuntimeError
+from .core.messages import CODES, Reply
 from .core.options import Config, _first
+from .core.replies import Replies
 from .roles.caller import Caller, Objects
 from .transport.interrupt import InstanceTornDown, Shield
 from .transport.progress import Progress
@@ -72,7 +74,7 @@ class Runtime:
         self.host = None
         self.scheduler = None
         self.stopped = threading.Event()
-        self._replies: dict[int, Any] = {}
+        self.replies = Replies()
         self._driver_waiting = 0
         self._byes: set[int] = set()
         self.settings = self._bootstrap(comm, config)
@@ -199,9 +201,7 @@ class Runtime:
             "ranks_failed": self._on_ranks_failed,
             "fetch": o.on_fetch,
             "value": o.on_value,
-            "killed": self._on_reply,
-            "lookup_result": self._on_reply,
-            "resources_result": self._on_reply,
+            Reply: self.replies.answer,
             "shutdown": self._on_shutdown,
             "bye": self._on_bye,
         }
@@ -212,7 +212,7 @@ class Runtime:
                          locate=s.on_locate, resources=s.on_resources, drained=s.on_drained,
                          probe_result=s.on_probe_result)
         table.update(self.collectives.handlers())
-        return table
+        return {CODES.get(key, key): fn for key, fn in table.items()}  # message types go by their code
 
     def _on_ranks_failed(self, ranks: list[int]) -> None:
         ranks = [r for r in ranks if r not in self._byes]  # hosts that finished and exited
@@ -249,25 +249,18 @@ class Runtime:
             return self.progress.wait(done, arm, deadline, check)
 
     # -- request/reply to the scheduler ----------------------------------------------------
-    def _on_reply(self, req_id: int, *payload: Any) -> None:
-        slot = self._replies.get(req_id)
-        if slot is not None:
-            slot.set_result(payload[0] if payload else None)
-
     def request(self, msg: tuple, key: int, timeout: float | None = 60) -> Any:
         """Send `msg` to the scheduler and wait for the reply that carries `key`."""
         from .api.functions import wait_slot
-        from .core.refs import Slot
 
-        slot = Slot()
-        self._replies[key] = slot
+        slot = self.replies.expect(key)
         try:
             self.send(0, msg)
             if not wait_slot(slot, None if timeout is None else self.clock() + timeout):
                 return TIMED_OUT
             return slot.result()
         finally:
-            self._replies.pop(key, None)
+            self.replies.forget(key)
 
     # -- life ------------------------------------------------------------------------------
     def start(self) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..core import errors
+from ..core.messages import Reply
 from .placement import Demand, Placement
 
 if TYPE_CHECKING:
@@ -223,7 +224,7 @@ class Scheduler:
         rec = self.records.get(iid)
         if rec is None or rec.state == "ended":
             if sync:
-                self.rt.send(requester, ("killed", iid))
+                self.rt.send(requester, Reply(iid, None))
             return
         if sync:
             rec.kill_waiters.append(requester)
@@ -256,7 +257,7 @@ class Scheduler:
         if rec.spec["name"] and self.names.get(key) == rec.iid:
             del self.names[key]
         for requester in rec.kill_waiters:
-            self.rt.send(requester, ("killed", rec.iid))
+            self.rt.send(requester, Reply(rec.iid, None))
         self.rt.send(rec.creator, ("instance_ended", rec.iid, code, reason))
         owner = self.records.get(rec.owner) if rec.owner is not None else None
         if owner is not None:
@@ -271,9 +272,9 @@ class Scheduler:
     def on_lookup(self, req_id: int, requester: int, name: str, namespace: str) -> None:
         rec = self.records.get(self.names.get((namespace, name), -1))
         if rec is None:
-            self.rt.send(requester, ("lookup_result", req_id, None))
+            self.rt.send(requester, Reply(req_id, None))
         else:
-            self.rt.send(requester, ("lookup_result", req_id, (rec.iid, rec.cls, rec.rank, rec.spec.get("methods"))))
+            self.rt.send(requester, Reply(req_id, (rec.iid, rec.cls, rec.rank, rec.spec.get("methods"))))
 
     def on_locate(self, iid: int, requester: int) -> None:
         rec = self.records.get(iid)
@@ -294,7 +295,7 @@ class Scheduler:
         for row in usage["ranks"]:
             row["instances"] = sorted(by_rank.get(row["rank"], []))
         usage["total"]["waiting"] = len(self.waiting)
-        self.rt.send(requester, ("resources_result", req_id, usage))
+        self.rt.send(requester, Reply(req_id, usage))
 
     # -- process failures (ULFM) -----------------------------------------------------------
     def _live_ranks(self) -> list[int]:

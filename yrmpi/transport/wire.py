@@ -20,6 +20,8 @@ from typing import Any
 import cloudpickle
 import numpy as np
 
+from ..core.messages import wire_form
+
 OOB_MIN_BYTES = 64 * 1024  # smaller buffers stay inside the pickle: one message is cheaper
 TAG_PLAIN = 0  # control message: the pickle alone
 TAG_WITH_BUFFERS = 1  # control message: a header naming out-of-band buffers, then the pickle
@@ -112,6 +114,8 @@ class Wire:
     def encode(msg: tuple) -> tuple[bytes, list]:
         """Pickle a message now (errors surface at the caller); send it later with send_encoded."""
         buffers = _Buffers()
+        if type(msg) is not tuple:
+            msg = wire_form(msg)
         return dumps(msg, buffers), buffers
 
     @staticmethod
@@ -122,6 +126,8 @@ class Wire:
     def send(self, dest: int, msg: tuple) -> None:
         """Send one message; blocks only while large buffers are handed to MPI."""
         buffers = _Buffers()
+        if type(msg) is not tuple:
+            msg = wire_form(msg)
         self.send_encoded(dest, dumps(msg, buffers), buffers)
 
     def send_encoded(self, dest: int, payload: bytes, buffers: list) -> None:
