@@ -30,7 +30,7 @@ from .values import is_int, is_number
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-class _V:
+class _ScalarChecks:
     """Validation helpers bound to one document and its problem list."""
 
     def __init__(self, doc: dict, problems: Problems) -> None:
@@ -74,7 +74,7 @@ def validate_document(doc: dict, source: str, base_dir: str, p: Problems) -> Swe
                 "run": "the name of the method that runs one experiment",
                 "params": "a mapping of param name -> list, distribution or constant",
             }[key])
-    v = _V(doc, p)
+    v = _ScalarChecks(doc, p)
 
     name = doc.get("name", MISSING)
     if name is not MISSING and not (isinstance(name, str) and _NAME_RE.match(name)):
