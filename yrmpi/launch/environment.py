@@ -1,0 +1,64 @@
+"""What the launcher tells this process: whether one started it, its rank, how many nodes the
+allocation spans, which MPI an mpiexec belongs to, and the exit codes the project's jobs use."""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+
+__all__ = [
+    "ALLOCATION_HOSTS", "EXIT_INTERRUPTED", "LAUNCHER_VARS", "RANK_VARS", "flavor", "launcher_rank",
+    "multi_node_allocation", "under_mpi",
+]
+
+# Stopped by a signal, rerun to resume (sysexits' EX_TEMPFAIL): a sweep exits with it, and the
+# Slurm batch scripts requeue on it (their bash says 75).
+EXIT_INTERRUPTED = 75
+
+# Set by the launchers people use: Open MPI, MPICH/Hydra, PMIx (srun --mpi=pmix), Slurm steps.
+LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK", "PMI_FD",
+                 "SLURM_STEP_ID", "YRMPI_LAUNCHED")
+# This process's rank, in the order asked: Open MPI, PMIx, PMI-1/2 (MPICH/Hydra), a Slurm task.
+RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID")
+# Host lists of batch systems whose allocations may span nodes (PBS, LSF).
+ALLOCATION_HOSTS = ("PBS_NODEFILE", "LSB_HOSTS", "LSB_MCPU_HOSTS")
+
+
+def under_mpi() -> bool:
+    """True when this process was started by an MPI launcher (or srun)."""
+    return any(os.environ.get(name) for name in LAUNCHER_VARS)
+
+
+def launcher_rank() -> int:
+    """This process's rank from the launcher's environment (0 when not launched)."""
+    for name in RANK_VARS:
+        raw = os.environ.get(name)
+        if raw and raw.isdigit():
+            return int(raw)
+    return 0
+
+
+def multi_node_allocation() -> bool:
+    """True when this process runs in an allocation that may span nodes: a PBS/LSF host list,
+    or a Slurm job of more than one node."""
+    if any(os.environ.get(var) for var in ALLOCATION_HOSTS):
+        return True
+    nodes = os.environ.get("SLURM_JOB_NUM_NODES") or os.environ.get("SLURM_NNODES") or "1"
+    return nodes.isdigit() and int(nodes) > 1
+
+
+@functools.cache
+def flavor(mpiexec: str) -> str:
+    """'openmpi', 'mpich' (MPICH and its derivatives: Intel MPI, MVAPICH) or 'unknown', from
+    `mpiexec --version`."""
+    try:
+        out = subprocess.run([mpiexec, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    low = out.lower()
+    if "open mpi" in low or "open-mpi" in low or "prte" in low:
+        return "openmpi"
+    if "hydra" in low or "mpich" in low or "intel(r) mpi" in low or "mvapich" in low:
+        return "mpich"
+    return "unknown"
