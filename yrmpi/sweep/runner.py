@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 from ..core.errors import YRInvokeError
 from ..core.options import Config, InvokeOptions
+from ..launch import EXIT_INTERRUPTED, launcher_rank  # 75: stopped by a signal, rerun to resume
 from ..scheduling.placement import RankCapacity
 from .config import Experiment, Resources, SweepConfig, SweepConfigError, expand, import_entry, load
 from .journal import CONFIG_NAME, JOURNAL_NAME, Journal, fold, read_journal, resume_plan, write_resolved_config
@@ -48,7 +49,6 @@ __all__ = [
 EXIT_OK = 0  # every experiment finished
 EXIT_FAILED = 1  # the sweep ran to the end but some experiments failed (results are written)
 EXIT_CONFIG = 2  # a mistake in the YAML or the command line; nothing ran
-EXIT_INTERRUPTED = 75  # sysexits' EX_TEMPFAIL: stopped by a signal, rerun to resume (Slurm requeues)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 POLL_S = 0.5  # longest the loop waits on results before it looks at the stop flag again
@@ -565,12 +565,3 @@ def dry_run_ranks() -> int | None:
         if raw and raw.isdigit():
             return int(raw)
     return None
-
-
-def launcher_rank() -> int:
-    """This process's rank from the launcher's environment (0 when not launched)."""
-    for name in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"):
-        raw = os.environ.get(name)
-        if raw and raw.isdigit():
-            return int(raw)
-    return 0
