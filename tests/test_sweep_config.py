@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import math
 import re
 import subprocess
@@ -775,3 +776,20 @@ def test_fuzz_load_from_yaml_text(fuzz_dir: Path, doc: object, raw: str | None) 
         text = raw
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     _check_outcome(lambda: load(path, env={}), str(path))
+
+
+# Lowest first; a module may import only from modules before it, so there is no import cycle.
+CONFIG_LAYERS = ("errors", "targets", "types", "values", "env", "overrides", "validate_params",
+                 "validation", "entry", "expansion", "loading")
+
+
+def test_config_modules_import_only_downward() -> None:
+    import yrmpi.sweep.config as package
+
+    folder = Path(package.__file__).parent
+    assert sorted(p.stem for p in folder.glob("*.py") if p.stem != "__init__") == sorted(CONFIG_LAYERS)
+    for level, name in enumerate(CONFIG_LAYERS):
+        tree = ast.parse((folder / f"{name}.py").read_text(encoding="utf-8"))
+        used = {node.module for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.level == 1}
+        assert used <= set(CONFIG_LAYERS[:level]), f"{name} imports {sorted(used - set(CONFIG_LAYERS[:level]))}"
