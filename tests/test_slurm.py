@@ -436,7 +436,7 @@ def test_templates_contain_the_generator_blocks():
     for name, path in TEMPLATES.items():
         text = path.read_text()
         for block in (slurm.CAPACITY_BLOCK, slurm.DETECT_BLOCK, slurm.RUN_BLOCK):
-            assert block in text, f"{path} is out of date with yrmpi/slurm.py ({name})"
+            assert block in text, f"{path} is out of date with yrmpi/slurm/templates.py ({name})"
         for line in ("#SBATCH --signal=B:USR1@120", "#SBATCH --requeue", "#SBATCH --open-mode=append",
                      "#SBATCH --output=%x-%j.out"):
             assert line in text, (path, line)
@@ -451,7 +451,7 @@ def test_template_mpiexec_flags_match_yrmpi_run(level):
     mpiexec = launch.find_mpiexec()
     if launch.flavor(mpiexec) != "openmpi":
         pytest.skip("Open MPI's flags only")
-    flags = " ".join(slurm.mpiexec_flags(mpiexec, level))
+    flags = " ".join(launch.mpiexec_flags(mpiexec, level))
     start = slurm.DETECT_BLOCK.index("mpiexec/openmpi)")
     block = slurm.DETECT_BLOCK[start:slurm.DETECT_BLOCK.index(";;\n", slurm.DETECT_BLOCK.index("esac", start))]
     words = re.search(r'launch=\("\$mpiexec" -n "\$SLURM_NTASKS" ([^)]*)\)', block).group(1)
@@ -531,6 +531,12 @@ def test_generated_script_is_complete_and_valid_bash(tmp_path):
     script = tmp_path / "x.sbatch"
     script.write_text(text)
     assert sh(["bash", "-n", str(script)]).returncode == 0
+
+
+def test_plain_job_entry_runs_as_a_module_and_explains_its_usage():
+    """slurm/job.sbatch runs `python -m yrmpi.slurm job.py`: the package must be runnable."""
+    proc = sh([sys.executable, "-m", "yrmpi.slurm"], timeout=60, env=job_env())
+    assert proc.returncode == 2 and "usage: python -m yrmpi.slurm job.py" in proc.stderr, proc.stderr
 
 
 def test_generator_refuses_a_time_limit_shorter_than_the_warning(tmp_path):

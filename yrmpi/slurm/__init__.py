@@ -20,7 +20,7 @@ See docs/slurm.md.
 
 from __future__ import annotations
 
-from ..launch import EXIT_INTERRUPTED, mpiexec_flags
+from ..launch import EXIT_INTERRUPTED
 from .command import slurm_command
 from .errors import SlurmError
 from .job import job_main
@@ -34,5 +34,5 @@ from .timelimit import DEFAULT_TIME, SIGNAL_LEAD_S, WARNING_SLACK_S, parse_time,
 __all__ = [
     "AUTO_MEM_CAP_MB", "CAPACITY_BLOCK", "DEFAULT_TIME", "DETECT_BLOCK", "EXIT_INTERRUPTED", "LAUNCHERS",
     "RUN_BLOCK", "SIGNAL_LEAD_S", "WARNING_SLACK_S", "SlurmError", "Sizing", "job_main", "launcher_line",
-    "mpiexec_flags", "parse_time", "render_sweep", "signal_lead", "size_sweep", "slurm_command", "submit",
+    "parse_time", "render_sweep", "signal_lead", "size_sweep", "slurm_command", "submit",
 ]
