@@ -63,7 +63,9 @@ class Runtime:
         self.wire = Wire(comm)
         from .collective import Collectives
 
-        self.collectives = Collectives(self, comm)  # Dups a third communicator: groups are carved from it
+        # Dups a third communicator: groups are carved from it. It reads the caller's table of
+        # instances, which is built below (the caller reports creations to the engine).
+        self.collectives = Collectives(self, comm, lambda: self.caller.instances)
         self.rank = self.wire.rank
         self.size = self.wire.size
         self.context = threading.local()
@@ -212,6 +214,8 @@ class Runtime:
                          locate=s.on_locate, resources=s.on_resources, drained=s.on_drained,
                          probe_result=s.on_probe_result)
         table.update(self.collectives.handlers())
+        if s is not None:
+            table.update(s.groups.handlers())  # the group registry runs with the scheduler on rank 0
         return {CODES.get(key, key): fn for key, fn in table.items()}  # message types go by their code
 
     def _on_ranks_failed(self, ranks: list[int]) -> None:

@@ -260,7 +260,8 @@ class GroupGo(NamedTuple):
 
 
 class GroupGrow(NamedTuple):
-    """creator -> its own rank: a sibling was created, the group must grow before the next call."""
+    """owner's rank -> the ranks of the existing siblings: one more was created, the group must
+    grow before their next call (the registry's own notice could arrive after that call)."""
 
     gid: tuple
 
@@ -281,7 +282,8 @@ class GroupFail(NamedTuple):
 
 
 class GroupChanged(NamedTuple):
-    """registry -> members: the membership changed (`hard`: the running epoch is torn down)."""
+    """registry -> members: the membership changed (`hard`: the running epoch is torn down;
+    `force`: every live epoch, whatever its version)."""
 
     gid: tuple
     version: int

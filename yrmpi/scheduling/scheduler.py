@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..core import errors
 from ..core.messages import Reply
+from .groups import GroupRegistry
 from .placement import Demand, Placement
 
 if TYPE_CHECKING:
@@ -64,9 +65,8 @@ class Scheduler:
         self.last_change = rt.clock()
         self.probe: Probe | None = None
         self.idle_probes = 0  # consecutive probes that found nothing running
-        from ..collective import GroupRegistry
-
-        self.groups = GroupRegistry(self)  # communicator subgroups: membership, epochs, tear-downs
+        # communicator subgroups: membership, epochs, tear-downs (it reads our records, sends from `rt`)
+        self.groups = GroupRegistry(rt, self.records)
 
     # -- creation --------------------------------------------------------------------------
     def on_create(self, iid: int, creator: int, owner: int | None, spec: dict) -> None:
