@@ -1,7 +1,11 @@
-"""One rank's runtime: the wire, the progress engine, and the roles this rank plays.
+"""One rank's runtime: the composition root that builds the wire, the progress engine and the
+roles this rank plays, and wires them together.
 
 Every rank is a caller and answers fetches; rank 0 also runs the scheduler (and the driver
-script); the other ranks host instances. `start` is collective over the world communicator.
+script); the other ranks host instances. The runtime implements the `Rank` protocol
+(core/rank.py) that the roles are typed against, registers each role's handlers per message
+type, and connects the events that cross roles (a creation grows a worker group; a rank
+death reaches every role). `start` is collective over the world communicator.
 """
 
 from __future__ import annotations
@@ -9,22 +13,28 @@ from __future__ import annotations
 import itertools
 import os
 import socket
-import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from .core import messages as m
 from .core import rank as _rank
 from .core.errors import YRRuntimeError
-from .core.messages import CODES, Reply
+from .core.log import install_default_handler, log
 from .core.options import Config, _first
+from .core.refs import wait_slot
 from .core.replies import Replies
-from .roles.caller import Caller, Objects
+from .roles.caller import Caller
+from .roles.host import Host
+from .roles.objects import Objects
+from .roles.output import install_prefixing
+from .scheduling.placement import Demand, Placement, RankCapacity
+from .scheduling.scheduler import Scheduler
 from .transport.interrupt import InstanceTornDown, Shield
 from .transport.progress import Progress
+from .transport.wire import Wire
 
 MIN_RANK_MEMORY_MB = 1024
 current, active, ever_started, TIMED_OUT = _rank.current, _rank.active, _rank.ever_started, _rank.TIMED_OUT
@@ -55,11 +65,8 @@ def _node_memory_mb() -> int:
 
 
 class Runtime:
-    grace_period_s = 5.0
-
     def __init__(self, comm: Any, config: Config | None) -> None:
-        from .transport.wire import Wire
-
+        install_default_handler()
         self.wire = Wire(comm)
         from .collective import Collectives
 
@@ -72,14 +79,16 @@ class Runtime:
         self._ids = itertools.count(1)
         self.clock = time.monotonic
         self.objects = Objects(self)
-        self.caller = Caller(self)
-        self.host = None
-        self.scheduler = None
+        self.host: Host | None = None
+        self.scheduler: Scheduler | None = None
         self.stopped = threading.Event()
         self.replies = Replies()
         self._driver_waiting = 0
         self._byes: set[int] = set()
         self.settings = self._bootstrap(comm, config)
+        view = Placement(self.settings["capacity"])  # every rank's capacity, to refuse at the call site
+        self.caller = Caller(self, lambda cpu, memory, custom: view.explain_unplaceable(Demand(cpu, memory, custom)),
+                             self.collectives.created)
         self.progress = Progress(self.wire.receive, self.dispatch, self._tick)
         self._handlers = self._handler_table()
 
@@ -96,8 +105,6 @@ class Runtime:
         table = world.gather(me, root=0)
         settings = None
         if self.rank == 0:
-            from .scheduling.placement import Placement, RankCapacity
-
             cfg = (config or Config()).resolved()
             ranks = []
             for rank, (node, size, mem) in enumerate(table):
@@ -109,16 +116,11 @@ class Runtime:
                 ranks.append(RankCapacity(rank, node, cfg.cpu_per_rank, memory, dict(cfg.custom_resources)))
             settings = {"prefix_output": cfg.prefix_output, "placement": cfg.placement, "capacity": ranks}
             if not fault_tolerant():
-                print("yrmpi: fault tolerance is off (no ULFM: MPICH, srun direct launch, or YRMPI_FT=0): "
-                      "a rank that dies ends the whole job. `yrmpi run` with Open MPI turns it on.",
-                      file=sys.stderr, flush=True)
-            from .scheduling.scheduler import Scheduler
-
+                log.warning("fault tolerance is off (no ULFM: MPICH, srun direct launch, or YRMPI_FT=0): "
+                            "a rank that dies ends the whole job. `yrmpi run` with Open MPI turns it on.")
             self.scheduler = Scheduler(self, Placement(ranks))
         settings = world.bcast(settings, root=0)
         if self.rank != 0:
-            from .roles.host import Host
-
             self.host = Host(self)
         return settings
 
@@ -152,7 +154,7 @@ class Runtime:
         return (self.rank << 40) | next(self._ids)
 
     def send(self, dest: int, msg: tuple) -> None:
-        inst = getattr(self.context, "instance", None)
+        inst = self.current_instance()
         if inst is None or not inst.threads:  # not from inside an instance's call (a result, say)
             self.wire.send(dest, msg)
         else:
@@ -181,8 +183,7 @@ class Runtime:
         try:
             self._handlers[msg[0]](*msg[1:])
         except Exception:
-            print(f"yrmpi: rank {self.rank}: internal error handling {msg[0]!r}:\n{traceback.format_exc()}",
-                  file=sys.stderr, flush=True)
+            log.exception("rank %d: internal error handling %s", self.rank, m.name_of(msg[0]))
 
     def _tick(self, now: float) -> None:
         if self.caller.dropped:
@@ -191,41 +192,28 @@ class Runtime:
             self.scheduler.tick(now)
 
     def _handler_table(self) -> dict:
-        c, o, h, s = self.caller, self.objects, self.host, self.scheduler
-        table = {
-            "placed": c.on_placed,
-            "create_failed": c.on_create_failed,
-            "result": c.on_result,
-            "instance_ended": c.on_instance_ended,
-            "ref": c.on_ref,
-            "moved": c.on_moved,
-            "gone": c.on_gone,
-            "ranks_failed": self._on_ranks_failed,
-            "fetch": o.on_fetch,
-            "value": o.on_value,
-            Reply: self.replies.answer,
-            "shutdown": self._on_shutdown,
-            "bye": self._on_bye,
+        """Message code -> handler: every role registers the messages it serves."""
+        table: dict[type, Callable[..., None]] = {
+            m.Reply: self.replies.answer, m.RanksFailed: self._on_ranks_failed,
+            m.Shutdown: self._on_shutdown, m.Bye: self._on_bye,
         }
-        if h is not None:
-            table.update(construct=h.on_construct, call=h.on_call, terminate=h.on_terminate, probe=h.on_probe)
-        if s is not None:
-            table.update(create=s.on_create, ended=s.on_ended, kill=s.on_kill, lookup=s.on_lookup,
-                         locate=s.on_locate, resources=s.on_resources, drained=s.on_drained,
-                         probe_result=s.on_probe_result)
-        table.update(self.collectives.handlers())
-        if s is not None:
-            table.update(s.groups.handlers())  # the group registry runs with the scheduler on rank 0
-        return {CODES.get(key, key): fn for key, fn in table.items()}  # message types go by their code
+        roles: list[Any] = [self.caller, self.objects, self.collectives]
+        if self.host is not None:
+            roles.append(self.host)
+        if self.scheduler is not None:
+            roles += [self.scheduler, self.scheduler.groups]  # the group registry runs with the scheduler
+        for role in roles:
+            table.update(role.handlers())
+        return {m.CODES[kind]: fn for kind, fn in table.items()}
 
     def _on_ranks_failed(self, ranks: list[int]) -> None:
         ranks = [r for r in ranks if r not in self._byes]  # hosts that finished and exited
         if not ranks or self.stopped.is_set():
             return
         if self.rank == 0:
-            print(f"yrmpi: rank(s) {ranks} died (process failure); the job goes on", file=sys.stderr, flush=True)
+            log.warning("rank(s) %s died (process failure); the job goes on", ranks)
         if 0 in ranks and self.rank != 0:
-            print(f"yrmpi: rank {self.rank}: the driver (rank 0) died; ending this rank", file=sys.stderr, flush=True)
+            log.error("rank %d: the driver (rank 0) died; ending this rank", self.rank)
             os._exit(1)
         self.caller.on_ranks_failed(ranks)
         self.objects.on_ranks_failed(ranks)
@@ -242,7 +230,7 @@ class Runtime:
 
     def check_interrupt(self) -> None:
         """Inside a wait: raise if this thread's instance has been ended meanwhile."""
-        _raise_if_ended(getattr(self.context, "instance", None))
+        _raise_if_ended(self.current_instance())
 
     def wait(self, done: Callable[[], bool], arm: Callable[[Callable[[], None]], None] | None,
              deadline: float | None) -> bool:
@@ -255,8 +243,6 @@ class Runtime:
     # -- request/reply to the scheduler ----------------------------------------------------
     def request(self, msg: tuple, key: int, timeout: float | None = 60) -> Any:
         """Send `msg` to the scheduler and wait for the reply that carries `key`."""
-        from .api.functions import wait_slot
-
         slot = self.replies.expect(key)
         try:
             self.send(0, msg)
@@ -270,8 +256,6 @@ class Runtime:
     def start(self) -> None:
         _rank.install(self)
         if self.host is not None and self.settings.get("prefix_output"):
-            from .roles.output import install_prefixing
-
             install_prefixing(self)  # before any serve thread exists: every line of every call is prefixed
         self.progress.start()
 
@@ -281,7 +265,7 @@ class Runtime:
 
     def _host_shutdown(self) -> None:
         self.host.shutdown()
-        self.send(0, ("bye", self.rank))
+        self.send(0, m.Bye(self.rank))
         self.stopped.set()
 
     def _on_bye(self, rank: int) -> None:
@@ -306,7 +290,7 @@ class Blocked(Shield):
     __slots__ = ("rt",)
 
     def __init__(self, rt: Runtime) -> None:
-        super().__init__(getattr(rt.context, "instance", None))
+        super().__init__(rt.current_instance())
         self.rt = rt
 
     def __enter__(self) -> Any:

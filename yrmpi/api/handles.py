@@ -11,7 +11,7 @@ from ..core.errors import YRTypeError, YRValueError
 from ..core.options import InvokeOptions
 from ..core.refs import ObjectRef
 from ..roles.caller import InstanceState
-from ..transport.wire import after_pickle
+from ..transport.pickling import after_pickle
 
 MAX_RETURNS = 100
 
@@ -35,7 +35,7 @@ def _shape_refs(refs: list[ObjectRef], nret: int) -> ObjectRef | list[ObjectRef]
 
 
 def _owner() -> int | None:
-    inst = getattr(_rt.current().context, "instance", None)
+    inst = _rt.current().current_instance()
     return inst.iid if inst is not None else None
 
 

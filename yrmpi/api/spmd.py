@@ -9,17 +9,16 @@ import sys
 import traceback
 from typing import Any, Callable
 
-import yrmpi
-
-from .. import launch
+from .. import collective, launch
 from .. import runtime as _rt
+from .functions import finalize, serve_until_shutdown
 
 
 def alias_yr() -> None:
     """Let job code say `import yr` when no other package of that name is installed."""
     if "yr" not in sys.modules and importlib.util.find_spec("yr") is None:
-        sys.modules["yr"] = yrmpi
-        sys.modules["yr.collective"] = yrmpi.collective  # `import yr.collective`: the same module
+        sys.modules["yr"] = sys.modules["yrmpi"]  # (imported: this module is part of it)
+        sys.modules["yr.collective"] = collective  # `import yr.collective`: the same module
 
 
 def run_script(path: str, args: list[str]) -> int:
@@ -56,7 +55,7 @@ def spmd(driver: Callable[[], Any], host_setup: Callable[[], None] | None = None
             host_setup()
         rt = _rt.Runtime(world, None)
         rt.start()
-        yrmpi.api.functions.serve_until_shutdown(rt)
+        serve_until_shutdown(rt)
         return 0
     code = 0
     try:
@@ -72,6 +71,6 @@ def spmd(driver: Callable[[], Any], host_setup: Callable[[], None] | None = None
     finally:
         if not _rt.ever_started():  # the driver never called yr.init(): release the hosts
             _rt.Runtime(world, None).start()
-        yrmpi.finalize()
+        finalize()
     sys.stdout.flush()
     return code

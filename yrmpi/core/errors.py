@@ -7,6 +7,9 @@ original exception class, so `except ValueError` works in the caller.
 from __future__ import annotations
 
 import builtins
+import traceback
+
+import cloudpickle
 
 ERR_PARAM_INVALID = 1001
 ERR_RESOURCE_NOT_ENOUGH = 1002
@@ -104,3 +107,33 @@ def _derive(base: type) -> type:
         cls = YRInvokeError
     _invoke_error_classes[base] = cls
     return cls
+
+
+class InstanceExit(BaseException):
+    """Raised by `yr.exit()` inside an instance: end this instance (and its children)."""
+
+
+def error_info(exc: BaseException, origin: str) -> tuple:
+    """A picklable description of an exception that crosses the wire (a Result's payload)."""
+    try:
+        blob = cloudpickle.dumps(exc)
+    except Exception:
+        blob = None
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    code = getattr(exc, "code", 0) if isinstance(exc, YRError) else 0
+    return (type(exc).__name__, str(exc), tb, origin, blob, code)
+
+
+def error_from_info(info: tuple) -> BaseException:
+    """The caller-side exception for an `error_info`: a runtime error stays what it is (class
+    and code); a user exception becomes a YRInvokeError that is also of the user's class."""
+    type_name, message, tb, origin, blob, code = info
+    cause = None
+    if blob is not None:
+        try:
+            cause = cloudpickle.loads(blob)
+        except Exception:
+            cause = None
+    if isinstance(cause, YRError):
+        return cause
+    return invoke_error(cause, type_name, message, tb, origin)

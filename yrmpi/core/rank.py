@@ -71,6 +71,9 @@ class Rank(Protocol):
     def current_instance(self) -> InstanceContext | None:
         """The instance whose call the calling thread runs, if any."""
 
+    def set_current_instance(self, inst: InstanceContext | None) -> None:
+        """The calling (serve) thread runs calls of `inst` now (None: no longer)."""
+
     def failed_ranks(self) -> Set[int]:
         """Ranks known dead."""
 

@@ -1,4 +1,5 @@
-"""ObjectRef: a future value owned by the rank that created it (by a call or `put`).
+"""ObjectRef: a future value owned by the rank that created it (by a call or `put`), and the
+waiting that `yr.get` and `yr.wait` do on refs.
 
 A `Slot` holds the state (pending, then a value or an error), like a concurrent.futures.Future
 without its locks: only the polling thread resolves slots. An ObjectRef sent to another rank
@@ -8,10 +9,12 @@ arrives without its slot; the first `get` there fetches the value from the owner
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import runtime as _rt
+from . import rank as _rank
+from .errors import YRTimeoutError, YRTypeError, YRValueError
 
 _MISSING = object()
 
@@ -72,27 +75,23 @@ class ObjectRef:
         return f"ObjectRef({self.id:x}, owner=rank {self.owner}, {state})"
 
     def __reduce__(self) -> tuple:
-        _rt.current().objects.pin(self)
+        _rank.current().objects.pin(self)
         return (_rebuild, (self.id, self.owner))
 
     def get(self, timeout: float = 300) -> Any:
-        from ..api.functions import get
-
         return get(self, timeout)
 
     def done(self) -> bool:
-        _rt.current().objects.ensure_fetch(self)
+        _rank.current().objects.ensure_fetch(self)
         return self._slot.done()
 
     def wait(self, timeout: float | None = None) -> bool:
-        from ..api.functions import wait
-
         ready, _ = wait([self], timeout=timeout)
         return bool(ready)
 
     def on_complete(self, callback: Callable[[Any], None]) -> None:
         """Call callback(error_or_None) when the value is ready (on the polling thread)."""
-        _rt.current().objects.ensure_fetch(self)
+        _rank.current().objects.ensure_fetch(self)
         self._slot.add_callback(lambda slot: callback(slot.error))
 
     def as_future(self) -> concurrent.futures.Future:
@@ -104,10 +103,100 @@ class ObjectRef:
             else:
                 future.set_result(slot.value)
 
-        _rt.current().objects.ensure_fetch(self)
+        _rank.current().objects.ensure_fetch(self)
         self._slot.add_callback(resolve)  # every rank has a serve thread polling: it resolves
         return future
 
 
 def _rebuild(ref_id: int, owner: int) -> ObjectRef:
-    return _rt.current().objects.ref_from_wire(ref_id, owner)
+    return _rank.current().objects.ref_from_wire(ref_id, owner)
+
+
+# -- waiting on refs: yr.get and yr.wait --------------------------------------------------------
+def deadline_of(timeout: float | None, allow_forever: tuple = (-1, None)) -> float | None:
+    """The monotonic deadline of a user's timeout in seconds (None: forever), checked."""
+    if timeout in allow_forever:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise YRTypeError(f"timeout must be a number of seconds, got {timeout!r}")
+    if timeout <= 0:
+        raise YRValueError(f"timeout must be > 0 seconds, or -1 to wait forever; got {timeout}")
+    return time.monotonic() + timeout
+
+
+def as_ref_list(refs: Any, what: str) -> tuple[list[ObjectRef], bool]:
+    """The refs of a `yr.get`-style argument (one ref or a list), and whether it was one."""
+    single = isinstance(refs, ObjectRef)
+    items = [refs] if single else refs
+    if not isinstance(items, (list, tuple)):
+        raise YRTypeError(f"{what} takes an ObjectRef or a list of them, got {type(refs).__name__}")
+    for ref in items:
+        if not isinstance(ref, ObjectRef):
+            raise YRTypeError(f"{what} takes ObjectRefs, got {type(ref).__name__}: {ref!r}")
+    return list(items), single
+
+
+def wait_slot(slot: Slot, deadline: float | None) -> bool:
+    """Wait (polling) until one slot is done; False at the deadline (a monotonic time)."""
+    return slot.done() or _rank.current().wait(slot.done, lambda wake: slot.add_callback(lambda _s: wake()),
+                                               deadline)
+
+
+def _wait_refs(refs: list[ObjectRef], count: int, deadline: float | None) -> None:
+    rk = _rank.current()
+    for ref in refs:
+        rk.objects.ensure_fetch(ref)
+    remaining = [count - sum(1 for r in refs if r._slot.done())]
+    if remaining[0] <= 0:
+        return
+    wake: list[Callable[[], None]] = []
+
+    def one_done(_slot: Slot) -> None:
+        remaining[0] -= 1
+        if remaining[0] <= 0 and wake:
+            wake[0]()
+
+    for ref in refs:
+        if not ref._slot.done():
+            ref._slot.add_callback(one_done)
+    rk.wait(lambda: remaining[0] <= 0, wake.append, deadline)
+
+
+def get(refs: ObjectRef | list[ObjectRef], timeout: float = 300, allow_partial: bool = False) -> Any:
+    """The value of one ref, or a list of values; waits up to `timeout` seconds (-1: forever)."""
+    rk = _rank.current()
+    if type(refs) is ObjectRef:  # the common `yr.get(ref)`, kept short: it is on every synchronous call
+        deadline = deadline_of(timeout)
+        rk.objects.ensure_fetch(refs)
+        slot = refs._slot
+        if not slot.done() and not wait_slot(slot, deadline):
+            if allow_partial:
+                return []
+            raise YRTimeoutError(f"yr.get timed out after {timeout} s: {refs!r} is not ready")
+        return slot.result()
+    items, single = as_ref_list(refs, "yr.get")
+    deadline = deadline_of(timeout)
+    _wait_refs(items, len(items), deadline)
+    pending = [r for r in items if not r._slot.done()]
+    if pending and not allow_partial:
+        raise YRTimeoutError(f"yr.get timed out after {timeout} s: {len(pending)} of {len(items)} "
+                             f"refs not ready (first: {pending[0]!r})")
+    values = [r._slot.result() for r in items if r._slot.done()]
+    return values[0] if single and values else values
+
+
+def wait(refs: ObjectRef | list[ObjectRef], wait_num: int | None = None,
+         timeout: float | None = None) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    """(ready, unready) once `wait_num` refs are done (errors count as done) or at the timeout."""
+    _rank.current()
+    items, _ = as_ref_list(refs, "yr.wait")
+    if len({id(r) for r in items}) != len(items) or len({r.id for r in items}) != len(items):
+        raise YRValueError("yr.wait got the same ObjectRef twice; pass each ref once")
+    count = len(items) if wait_num is None else wait_num
+    if not isinstance(count, int) or not 0 <= count <= len(items):
+        raise YRValueError(f"wait_num must be in 0..{len(items)}, got {wait_num!r}")
+    deadline = deadline_of(timeout, allow_forever=(None, -1))
+    _wait_refs(items, count, deadline)
+    ready = [r for r in items if r._slot.done()]
+    unready = [r for r in items if not r._slot.done()]
+    return ready, unready

@@ -1,4 +1,4 @@
-"""The calling side of the wire: creations, calls, results and the object store.
+"""The calling side of the wire: creations, calls, results, handle reference counts.
 
 Every rank is a caller (the driver, and any instance that creates or calls instances).
 Creation asks the scheduler on rank 0 for a rank; the creator then sends the constructor and
@@ -8,47 +8,50 @@ every call straight to that rank, so calls never pass through rank 0. Its mirror
 from __future__ import annotations
 
 import threading
-import traceback
-import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cloudpickle
 
 from ..core import errors
-from ..core.errors import CancelError, DeadlockError, InstanceExitedError, ResourceError, YRRuntimeError, YRTypeError
+from ..core.errors import (
+    CancelError,
+    DeadlockError,
+    InstanceExitedError,
+    ResourceError,
+    YRRuntimeError,
+    YRTypeError,
+    error_from_info,
+)
+from ..core.messages import (
+    CODES,
+    Call,
+    Construct,
+    Create,
+    CreateFailed,
+    CreateSpec,
+    Gone,
+    InstanceEnded,
+    Kill,
+    Locate,
+    Moved,
+    Placed,
+    Ref,
+    Result,
+    Terminate,
+)
 from ..core.options import InvokeOptions
+from ..core.rank import Rank
 from ..core.refs import ObjectRef, Slot
-from ..scheduling.placement import Demand, Placement
-from ..transport.wire import dumps, loads
+from ..transport.pickling import dumps, loads
 
-if TYPE_CHECKING:
-    from ..runtime import Runtime
-
-
-def error_info(exc: BaseException, origin: str) -> tuple:
-    """A picklable description of an exception that crosses the wire."""
-    try:
-        blob = cloudpickle.dumps(exc)
-    except Exception:
-        blob = None
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    code = getattr(exc, "code", 0) if isinstance(exc, errors.YRError) else 0
-    return (type(exc).__name__, str(exc), tb, origin, blob, code)
-
-
-def error_from_info(info: tuple) -> BaseException:
-    type_name, message, tb, origin, blob, code = info
-    cause = None
-    if blob is not None:
-        try:
-            cause = cloudpickle.loads(blob)
-        except Exception:
-            cause = None
-    if isinstance(cause, errors.YRError):  # a runtime error stays what it is (code and class)
-        return cause
-    return errors.invoke_error(cause, type_name, message, tb, origin)
+CALL = CODES[Call]
+# Cross-layer needs, wired by the runtime: whether any rank could ever hold a demand (cpu,
+# memory, custom) -> the problem or None; and "an instance was created" for the groups.
+Unplaceable = Callable[[int, int, dict], "str | None"]
+CreatedHook = Callable[["int | None", str, int], None]
 
 
 @dataclass
@@ -73,78 +76,7 @@ class InstanceState:
     released: bool = False  # its last handle is gone and the terminate was sent
 
 
-class Objects:
-    """This rank's object store: refs it owns that escaped to other ranks, and fetches."""
-
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
-        self.pinned: dict[int, ObjectRef] = {}
-        self.remote: weakref.WeakValueDictionary[int, ObjectRef] = weakref.WeakValueDictionary()
-        self._fetching: dict[int, Slot] = {}
-
-    def pin(self, ref: ObjectRef) -> None:
-        """A ref that leaves this rank keeps its value here until finalize (others may fetch)."""
-        if ref.owner == self.rt.rank:
-            self.pinned[ref.id] = ref
-
-    def ref_from_wire(self, ref_id: int, owner: int) -> ObjectRef:
-        if owner == self.rt.rank and ref_id in self.pinned:
-            return self.pinned[ref_id]
-        ref = self.remote.get(ref_id)
-        if ref is None:
-            ref = ObjectRef(ref_id, owner, Slot())
-            self.remote[ref_id] = ref
-        return ref
-
-    def ensure_fetch(self, ref: ObjectRef) -> None:
-        slot = ref._slot
-        if ref.owner == self.rt.rank or slot.done() or slot.fetching:
-            return
-        slot.fetching = True
-        self._fetching[ref.id] = slot
-        self.rt.send(ref.owner, ("fetch", ref.id, self.rt.rank))
-
-    def on_fetch(self, ref_id: int, requester: int) -> None:
-        ref = self.pinned.get(ref_id)
-        if ref is None:
-            err = YRRuntimeError(f"object {ref_id:x} is not held by rank {self.rt.rank} (released?)")
-            self.rt.send(requester, ("value", ref_id, False, error_info(err, f"rank {self.rt.rank}")))
-            return
-
-        def reply(slot: Slot) -> None:
-            if slot.error is not None:
-                msg = ("value", ref_id, False, error_info(slot.error, f"rank {self.rt.rank}"))
-            else:
-                msg = ("value", ref_id, True, slot.value)
-            try:
-                self.rt.send_from_handler(requester, msg)
-            except Exception as exc:  # a value that cannot be pickled: say so, do not leave them waiting
-                err = YRRuntimeError(f"object {ref_id:x} on rank {self.rt.rank} cannot be sent: {exc!r}")
-                self.rt.send(requester, ("value", ref_id, False, error_info(err, f"rank {self.rt.rank}")))
-
-        ref._slot.add_callback(reply)
-
-    def on_value(self, ref_id: int, ok: bool, payload: Any) -> None:
-        slot = self._fetching.pop(ref_id, None)
-        if slot is None:
-            return
-        if ok:
-            slot.set_result(payload)
-        else:
-            slot.set_error(error_from_info(payload))
-
-    def on_ranks_failed(self, ranks: list[int]) -> None:
-        """Values owned by dead ranks can never arrive."""
-        for ref_id, slot in list(self._fetching.items()):
-            owner = ref_id >> 40  # ids carry their rank (Runtime.new_id)
-            if owner in ranks:
-                self._fetching.pop(ref_id, None)
-                slot.set_error(InstanceExitedError(f"the value's owner, rank {owner}, died (process failure)"))
-
-    def put(self, obj: Any) -> ObjectRef:
-        slot = Slot()
-        slot.set_result(obj)
-        return ObjectRef(self.rt.new_id(), self.rt.rank, slot)
+CONSTRUCT = object()  # in an instance's queue of messages waiting for placement: send the constructor here
 
 
 class PendingCall:
@@ -167,20 +99,18 @@ class PendingCall:
 
 
 class Caller:
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
+    def __init__(self, here: Rank, unplaceable: Unplaceable, on_created: CreatedHook) -> None:
+        self.here = here
         self.instances: dict[int, InstanceState] = {}
         self.calls: dict[int, PendingCall] = {}
         self._shipped: set[tuple[int, str]] = set()
-        self._lock = threading.Lock()
-        self._view: Placement | None = None
+        self._unplaceable = unplaceable  # refuses at the call site what no rank could ever hold
+        self._on_created = on_created
         self.dropped: deque[InstanceState] = deque()  # handles gone: end these if unreferenced
 
-    def _capacity_view(self) -> Placement:
-        """Every rank's capacity, to refuse at the call site what no rank could ever hold."""
-        if self._view is None:
-            self._view = Placement(self.rt.settings["capacity"])
-        return self._view
+    def handlers(self) -> dict[type, Callable[..., None]]:
+        return {Placed: self.on_placed, CreateFailed: self.on_create_failed, Result: self.on_result,
+                InstanceEnded: self.on_instance_ended, Ref: self.on_ref, Moved: self.on_moved, Gone: self.on_gone}
 
     # -- creation --------------------------------------------------------------------------
     def create(
@@ -196,47 +126,38 @@ class Caller:
         label: str | None = None,
     ) -> InstanceState:
         """Ask the scheduler for a rank; the constructor follows when it answers."""
-        rt = self.rt
-        problem = self._capacity_view().explain_unplaceable(Demand(opts.cpu, opts.memory, opts.custom_resources))
+        here = self.here
+        problem = self._unplaceable(opts.cpu, opts.memory, opts.custom_resources)
         if problem:
             raise ResourceError(f"cannot create {label or cls.__qualname__}: {problem}")
-        iid = rt.new_id()
+        iid = here.new_id()
         try:
             init_blob = dumps((args, kwargs))
         except Exception as exc:
             raise YRTypeError(f"arguments of {cls.__qualname__}() cannot be pickled: {exc}") from exc
         label = label or cls.__qualname__
         state = InstanceState(iid, label, methods, owned_here=True, oneshot=oneshot, detached=opts.detached,
-                              owner_rank=rt.rank)
+                              owner_rank=here.rank)
         state.init = (cls, cls_key, init_blob, opts, owner)
-        state.pending.append(("construct",))
+        state.pending.append(CONSTRUCT)
         self.instances[iid] = state
-        spec = {
-            "cls": label,
-            "cpu": opts.cpu,
-            "memory": opts.memory,
-            "custom": dict(opts.custom_resources),
-            "name": opts.name,
-            "namespace": opts.namespace or "",
-            "get_if_exists": opts.get_if_exists,
-            "detached": opts.detached,
-            "policy": opts.custom_extensions.get("placement") or rt.settings["placement"],
-            "timeout_ms": opts.schedule_timeout_ms,
-            "oneshot": oneshot,
-            "recover": opts.recover_retry_times,
-            "methods": methods,
-        }
-        rt.send(0, ("create", iid, rt.rank, owner, spec))
-        rt.collectives.created(owner, label, iid)  # its siblings' group must grow before our next call
+        spec = CreateSpec(
+            cls=label, cpu=opts.cpu, memory=opts.memory, custom=dict(opts.custom_resources), name=opts.name,
+            namespace=opts.namespace or "", get_if_exists=opts.get_if_exists, detached=opts.detached,
+            policy=opts.custom_extensions.get("placement") or here.settings["placement"],
+            timeout_ms=opts.schedule_timeout_ms, oneshot=oneshot, recover=opts.recover_retry_times, methods=methods,
+        )
+        here.send(0, Create(iid, here.rank, owner, spec))
+        self._on_created(owner, label, iid)  # its siblings' group must grow before our next call
         return state
 
-    def on_placed(self, iid: int, rank: int, actual_iid: int | None = None) -> None:
+    def on_placed(self, iid: int, rank: int, actual_iid: int) -> None:
         """The scheduler chose `rank`; send the constructor, then calls queued meanwhile."""
         state = self.instances.get(iid)
         if state is None:
             return
-        if actual_iid is not None and actual_iid != iid:  # get_if_exists found a live one
-            state.pending = [self._readdress(m, actual_iid) for m in state.pending if m[0] != "construct"]
+        if actual_iid != iid:  # get_if_exists found a live one
+            state.pending = [self._readdress(m, actual_iid) for m in state.pending if m is not CONSTRUCT]
             self.instances.pop(iid, None)
             state.iid = actual_iid
             state.owned_here = False
@@ -246,19 +167,19 @@ class Caller:
             state.rank = rank
             pending, state.pending = state.pending, []
             for item in pending:
-                if item[0] == "construct":
+                if item is CONSTRUCT:
                     self._send_construct(state, rank, *state.init)
                 else:
-                    self.rt.wire.send_encoded(rank, *item)
-            if pending and rank == self.rt.rank:
-                self.rt.progress.kick()
+                    self.here.send_encoded(rank, item)
+            if pending and rank == self.here.rank:
+                self.here.kick()
 
     def _readdress(self, encoded: tuple, iid: int) -> tuple:
-        """A queued message re-encoded for another instance id (field 3 of a call)."""
+        """A queued message (a Call or a Terminate) re-encoded for another instance id."""
         payload, buffers = encoded
-        msg = list(loads(payload, [b.raw() for b in buffers]))
-        msg[3 if msg[0] == "call" else 1] = iid
-        return self.rt.wire.encode(tuple(msg))
+        code, *fields = loads(payload, [b.raw() for b in buffers])
+        msg = Call(*fields) if code == CALL else Terminate(*fields)
+        return self.here.encode(msg._replace(iid=iid))
 
     def _send_construct(
         self, state: InstanceState, rank: int, cls: type, cls_key: str, init_blob: bytes,
@@ -270,10 +191,9 @@ class Caller:
             self._shipped.add((rank, cls_key))
         options = {"concurrency": opts.concurrency, "recover": opts.recover_retry_times,
                    "oneshot": state.oneshot, "label": state.cls_name}
-        msg = ("construct", state.iid, owner, self.rt.rank, cls_key, blob, init_blob, options)
-        self.rt.wire.send_encoded(rank, *self.rt.wire.encode(msg))
+        self.here.send(rank, Construct(state.iid, owner, self.here.rank, cls_key, blob, init_blob, options))
 
-    def on_create_failed(self, iid: int, code: int, message: str, kind: str = "") -> None:
+    def on_create_failed(self, iid: int, code: int, message: str, kind: str) -> None:
         state = self.instances.get(iid)
         if state is None:
             return
@@ -305,8 +225,8 @@ class Caller:
             return
         if state.owned_here and state.init is not None:
             with state.lock:
-                state.pending.insert(0, ("construct",))
-        self.on_placed(iid, rank)
+                state.pending.insert(0, CONSTRUCT)
+        self.on_placed(iid, rank, iid)
 
     def on_gone(self, iid: int, code: int, reason: str) -> None:
         state = self.instances.get(iid)
@@ -342,22 +262,21 @@ class Caller:
         retries: int = 0, resubmit: Any = None, pending: PendingCall | None = None,
     ) -> list[ObjectRef]:
         """Send a call (or queue it until the instance is placed); refs to its results."""
-        rt = self.rt
+        here = self.here
         if state.ended is not None:  # why it ended: terminated, its constructor raised, no room, ...
             raise state.ended
         if pending is None:
-            call_id = rt.new_id()
-            refs = [ObjectRef(call_id, rt.rank, Slot())]
+            call_id = here.new_id()
+            refs = [ObjectRef(call_id, here.rank, Slot())]
             if nret > 1:
-                refs += [ObjectRef(rt.new_id(), rt.rank, Slot()) for _ in range(1, nret)]
+                refs += [ObjectRef(here.new_id(), here.rank, Slot()) for _ in range(1, nret)]
             pending = PendingCall(call_id, refs, state, nret, resubmit, retries)
         else:  # a retry: same call id and refs, a new instance
             pending.state = state
             pending.retries_left -= 1
         call_id, refs = pending.call_id, pending.refs
-        msg = ("call", call_id, rt.rank, state.iid, method, args, kwargs, nret)
         try:
-            encoded = rt.wire.encode(msg)
+            encoded = here.encode(Call(call_id, here.rank, state.iid, method, args, kwargs, nret))
         except Exception as exc:
             raise YRTypeError(
                 f"arguments of {state.cls_name}.{method} cannot be pickled: {exc}"
@@ -367,9 +286,9 @@ class Caller:
             if state.rank is None:
                 state.pending.append(encoded)
                 return refs
-        rt.wire.send_encoded(state.rank, *encoded)
-        if state.rank == rt.rank:
-            rt.progress.kick()
+        here.send_encoded(state.rank, encoded)
+        if state.rank == here.rank:
+            here.kick()
         return refs
 
     def on_result(self, call_id: int, ok: bool, payload: Any) -> None:
@@ -415,7 +334,7 @@ class Caller:
         if state.owned_here:
             state.remote_refs += 1
         else:
-            self.rt.send(state.owner_rank, ("ref", state.iid, 1))
+            self.here.send(state.owner_rank, Ref(state.iid, 1))
 
     def on_ref(self, iid: int, delta: int) -> None:
         state = self.instances.get(iid)
@@ -437,7 +356,7 @@ class Caller:
                 continue
             if not state.owned_here:
                 if state.received and state.owner_rank >= 0:
-                    self.rt.send(state.owner_rank, ("ref", state.iid, -state.received))
+                    self.here.send(state.owner_rank, Ref(state.iid, -state.received))
                     state.received = 0
                 continue
             if state.remote_refs > 0 or state.detached:
@@ -446,11 +365,11 @@ class Caller:
                 if state.ended is not None or state.released:
                     continue
                 state.released = True  # no handle is left to call it: calls in flight still finish
-                encoded = self.rt.wire.encode(("terminate", state.iid, "its last handle was dropped", True))
+                encoded = self.here.encode(Terminate(state.iid, "its last handle was dropped", True))
                 if state.rank is None:
                     state.pending.append(encoded)
                     continue
-            self.rt.wire.send_encoded(state.rank, *encoded)
+            self.here.send_encoded(state.rank, encoded)
 
     def known_instance(
         self, iid: int, cls_name: str, methods: dict[str, int], rank: int | None, owner_rank: int = -1
@@ -461,17 +380,17 @@ class Caller:
             state = InstanceState(iid, cls_name, methods, rank=rank, owner_rank=owner_rank)
             self.instances[iid] = state
             if rank is None:
-                self.rt.send(0, ("locate", iid, self.rt.rank))
+                self.here.send(0, Locate(iid, self.here.rank))
         return state
 
     def terminate(self, state: InstanceState, reason: str, graceful: bool, sync: bool = False) -> None:
         if state.ended is None:
             self.end_instance(state, InstanceExitedError("this instance is terminated"))
-        msg = ("kill", state.iid, reason, graceful, self.rt.rank, sync)
+        msg = Kill(state.iid, reason, graceful, self.here.rank, sync)
         if sync:
-            self.rt.request(msg, key=state.iid, timeout=None)
+            self.here.request(msg, key=state.iid, timeout=None)
         else:
-            self.rt.send(0, msg)
+            self.here.send(0, msg)
 
     def cancel(self, ref: ObjectRef) -> None:
         call = self.calls.get(ref.id)

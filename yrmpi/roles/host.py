@@ -12,31 +12,28 @@ cannot be interrupted; the rank is "draining" and its capacity returns when the 
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
 from collections import deque
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cloudpickle
 
 from ..core import errors
-from ..core.errors import InstanceExitedError, YRRuntimeError
-from ..core.refs import ObjectRef
+from ..core.errors import InstanceExit, InstanceExitedError, YRRuntimeError, error_info
+from ..core.messages import Call, Construct, Drained, Ended, Probe, ProbeResult, Result, Terminate
+from ..core.rank import Rank
+from ..core.refs import ObjectRef, get
 from ..transport.interrupt import InstanceTornDown, interrupt, run_interruptible
-from ..transport.wire import loads
-from .caller import error_info
-
-if TYPE_CHECKING:
-    from ..runtime import Runtime
+from ..transport.pickling import loads
 
 GONE_REMEMBERED = 10_000
-
-
-class InstanceExit(BaseException):
-    """Raised by `yr.exit()` inside an instance: end this instance (and its children)."""
+GRACE_PERIOD_S = 5.0  # what an instance's __yr_shutdown__ hook is given to finish
+log = logging.getLogger("yrmpi")
 
 
 class Instance:
@@ -63,16 +60,19 @@ class Instance:
 
 
 class Host:
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
+    def __init__(self, here: Rank) -> None:
+        self.here = here
         self.instances: dict[int, Instance] = {}
         self.draining: dict[int, Instance] = {}
         self.classes: dict[tuple[int, str], type] = {}
         self.early: dict[int, list[tuple]] = {}  # calls that overtook their constructor
         self.gone: dict[int, tuple] = {}  # ended instances: error info for late callers
-        self.origin = f"rank {rt.rank} on {socket.gethostname()}, pid {os.getpid()}"
+        self.origin = f"rank {here.rank} on {socket.gethostname()}, pid {os.getpid()}"
 
     # -- messages --------------------------------------------------------------------------
+    def handlers(self) -> dict[type, Callable[..., None]]:
+        return {Construct: self.on_construct, Call: self.on_call, Terminate: self.on_terminate, Probe: self.on_probe}
+
     def on_construct(
         self, iid: int, owner: int | None, creator: int, cls_key: str, blob: bytes | None,
         init_blob: bytes, options: dict,
@@ -88,7 +88,7 @@ class Host:
             self.instances[iid] = inst
             for call in self.early.pop(iid, ()):
                 inst.queue.append(call)
-            err = YRRuntimeError(f"rank {self.rt.rank} cannot load the class of {inst.label}: {exc!r}; "
+            err = YRRuntimeError(f"rank {self.here.rank} cannot load the class of {inst.label}: {exc!r}; "
                                  "make its module importable on every rank (PYTHONPATH, or next to the script)")
             self._end(inst, err, run_hook=False, reason=str(err))
             return
@@ -106,7 +106,7 @@ class Host:
         inst = self.instances.get(iid)
         if inst is None:
             if iid in self.gone:
-                self.rt.send(caller, ("result", call_id, False, self.gone[iid]))
+                self.here.send(caller, Result(call_id, False, self.gone[iid]))
             else:
                 self.early.setdefault(iid, []).append(call)
             return
@@ -115,7 +115,7 @@ class Host:
                 inst.queue.append(call)
                 self._schedule_locked(inst)
                 return
-        self.rt.send(caller, ("result", call_id, False, inst.ended))
+        self.here.send(caller, Result(call_id, False, inst.ended))
 
     def on_terminate(self, iid: int, reason: str, graceful: bool) -> None:
         inst = self.instances.get(iid)
@@ -123,7 +123,7 @@ class Host:
             self.early.pop(iid, None)
             if iid not in self.gone:
                 self._remember_gone(iid, error_info(InstanceExitedError(reason), self.origin))
-                self.rt.send(0, ("ended", iid, errors.ERR_INSTANCE_EXITED, reason, False))
+                self.here.send(0, Ended(iid, errors.ERR_INSTANCE_EXITED, reason, False))
             return
         if graceful:  # after the calls already queued, like one more call
             with inst.lock:
@@ -137,7 +137,7 @@ class Host:
         state = {}
         for inst in list(self.instances.values()):
             state[inst.iid] = (len(inst.threads) - len(inst.waiting), len(inst.waiting), len(inst.queue))
-        self.rt.send(0, ("probe_result", probe_id, self.rt.rank, state))
+        self.here.send(0, ProbeResult(probe_id, self.here.rank, state))
 
     def shutdown(self) -> None:
         for inst in list(self.instances.values()):
@@ -153,12 +153,11 @@ class Host:
         limit = inst.concurrency if inst.constructed else 1
         if inst.queue and inst.running < limit:
             inst.running += 1
-            self.rt.progress.submit(partial(self._drain, inst))
+            self.here.submit(partial(self._drain, inst))
 
     def _drain(self, inst: Instance) -> None:
         """Run queued calls of one instance until its queue is empty (on a serve thread)."""
-        ctx = self.rt.context
-        ctx.instance = inst
+        self.here.set_current_instance(inst)
         try:
             with inst.lock:
                 while inst.queue and inst.ended is None:
@@ -172,7 +171,7 @@ class Host:
                         self._schedule_locked(inst)  # constructed: `concurrency` calls may run now
                 inst.running -= 1
         finally:
-            ctx.instance = None
+            self.here.set_current_instance(None)
         self._report_drained(inst)
 
     def _run(self, inst: Instance, item: tuple) -> None:
@@ -188,20 +187,20 @@ class Host:
             if nret == 0:
                 value = None
             try:
-                self.rt.send(caller, ("result", call_id, True, value))
+                self.here.send(caller, Result(call_id, True, value))
             except Exception as exc:
                 raise YRRuntimeError(f"the result of {inst.cls_name}.{method} cannot be pickled: {exc}") from exc
         except (InstanceExit, SystemExit) as exc:  # sys.exit() in a call ends the instance, not the rank
             how = "yr.exit()" if isinstance(exc, InstanceExit) else f"sys.exit({exc.code!r})"
             err = InstanceExitedError(f"{inst.label} called {how}")
-            self.rt.send(caller, ("result", call_id, False, error_info(err, self.origin)))
+            self.here.send(caller, Result(call_id, False, error_info(err, self.origin)))
             self._end(inst, err, run_hook=False)
             return
         except InstanceTornDown:
-            self.rt.send(caller, ("result", call_id, False, inst.ended))
+            self.here.send(caller, Result(call_id, False, inst.ended))
             return
         except BaseException as exc:  # (any other: a serve thread never dies of a call)
-            self.rt.send(caller, ("result", call_id, False, error_info(exc, self._origin(inst))))
+            self.here.send(caller, Result(call_id, False, error_info(exc, self._origin(inst))))
         if inst.oneshot:
             self._end(inst, InstanceExitedError(f"{inst.label} finished"), run_hook=False)
 
@@ -237,20 +236,20 @@ class Host:
         self._remember_gone(inst.iid, info)
         for item in queued:
             if item[0] not in ("__init__", "__end__"):
-                self.rt.send(item[1], ("result", item[0], False, info))
+                self.here.send(item[1], Result(item[0], False, info))
         hook = getattr(inst.obj, "__yr_shutdown__", None) if run_hook and inst.constructed else None
         if hook is not None:
             try:
-                hook(self.rt.grace_period_s)
+                hook(GRACE_PERIOD_S)
             except Exception as exc:
-                print(f"{inst.label}: __yr_shutdown__ raised {exc!r}", flush=True)
+                log.warning("%s: __yr_shutdown__ raised %r", inst.label, exc)
         if not others:
             inst.obj = None
         if notify:
             draining = bool(others)
             if draining:
                 self.draining[inst.iid] = inst
-            self.rt.send(0, ("ended", inst.iid, errors.ERR_INSTANCE_EXITED, reason or str(error), draining))
+            self.here.send(0, Ended(inst.iid, errors.ERR_INSTANCE_EXITED, reason or str(error), draining))
             with inst.lock:
                 inst.announced = True
             if draining:  # its calls may have returned meanwhile; "drained" must follow "ended"
@@ -272,7 +271,7 @@ class Host:
                 return
         if self.draining.pop(inst.iid, None) is not None:  # (one pop wins: reported once)
             inst.obj = None
-            self.rt.send(0, ("drained", inst.iid))
+            self.here.send(0, Drained(inst.iid))
 
 
 def _call_resolved(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
@@ -289,8 +288,6 @@ def _resolve_refs(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     else:
         if not kwargs or not any(isinstance(value, ObjectRef) for value in kwargs.values()):
             return args, kwargs
-    from ..api.functions import get
-
     args = tuple(get(a, timeout=-1) if isinstance(a, ObjectRef) else a for a in args)
     kwargs = {k: get(v, timeout=-1) if isinstance(v, ObjectRef) else v for k, v in kwargs.items()}
     return args, kwargs

@@ -10,16 +10,15 @@ import io
 import os
 import sys
 import threading
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
-if TYPE_CHECKING:
-    from ..runtime import Runtime
+from ..core.rank import Rank
 
 
 class PrefixingStream(io.TextIOBase):
-    def __init__(self, raw: TextIO, rt: Runtime) -> None:
+    def __init__(self, raw: TextIO, here: Rank) -> None:
         self._raw = raw
-        self._rt = rt
+        self._here = here
         self._partial = threading.local()
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -28,8 +27,8 @@ class PrefixingStream(io.TextIOBase):
         return True
 
     def write(self, text: str) -> int:
-        inst = getattr(self._rt.context, "instance", None)
-        prefix = f"({inst.cls_name} pid={self._pid}, rank={self._rt.rank}) " if inst else ""
+        inst = self._here.current_instance()
+        prefix = f"({inst.cls_name} pid={self._pid}, rank={self._here.rank}) " if inst else ""
         pending = getattr(self._partial, "text", "") + text
         *lines, rest = pending.split("\n")
         self._partial.text = rest
@@ -54,6 +53,6 @@ class PrefixingStream(io.TextIOBase):
         return self._raw.encoding
 
 
-def install_prefixing(rt: Runtime) -> None:
-    sys.stdout = PrefixingStream(sys.stdout, rt)
-    sys.stderr = PrefixingStream(sys.stderr, rt)
+def install_prefixing(here: Rank) -> None:
+    sys.stdout = PrefixingStream(sys.stdout, here)
+    sys.stderr = PrefixingStream(sys.stderr, here)

@@ -9,16 +9,32 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..core import errors
-from ..core.messages import Reply
+from ..core.messages import (
+    Create,
+    CreateFailed,
+    CreateSpec,
+    Drained,
+    Ended,
+    Gone,
+    InstanceEnded,
+    Kill,
+    Locate,
+    Lookup,
+    Moved,
+    Placed,
+    ProbeResult,
+    Reply,
+    Resources,
+    Terminate,
+)
+from ..core.rank import Rank
+from .deadlock import DeadlockProbe
 from .groups import GroupRegistry
 from .placement import Demand, Placement
-
-if TYPE_CHECKING:
-    from ..runtime import Runtime
 
 
 @dataclass
@@ -28,7 +44,7 @@ class Record:
     owner: int | None
     creator: int
     demand: Demand
-    spec: dict
+    spec: CreateSpec
     deadline: float
     rank: int | None = None
     state: str = "waiting"  # waiting -> placed -> ended
@@ -39,64 +55,57 @@ class Record:
     name_waiters: list[tuple[int, int]] = field(default_factory=list)
 
 
-DEADLOCK_AFTER_S = 1.5  # creations waiting this long, with no capacity change, get a probe
 ENDED_MEMORY_S = 10.0  # how long an ended owner is remembered, to refuse creations still in flight
 
 
-@dataclass
-class Probe:
-    """One round of asking the host ranks whether anything is still running."""
-
-    probe_id: int
-    sent: float
-    expecting: set[int]
-    busy: bool = False
-
-
 class Scheduler:
-    def __init__(self, rt: Runtime, placement: Placement) -> None:
-        self.rt = rt
+    def __init__(self, here: Rank, placement: Placement) -> None:
+        self.here = here
         self.placement = placement
         self.records: dict[int, Record] = {}
         self.waiting: list[Record] = []
         self.draining: dict[int, Record] = {}
         self.names: dict[tuple[str, str], int] = {}
         self.ended_owners: dict[int, float] = {}
-        self.last_change = rt.clock()
-        self.probe: Probe | None = None
-        self.idle_probes = 0  # consecutive probes that found nothing running
-        # communicator subgroups: membership, epochs, tear-downs (it reads our records, sends from `rt`)
-        self.groups = GroupRegistry(rt, self.records)
+        self.last_change = here.clock()
+        self.deadlock = DeadlockProbe(here, lambda: self.last_change, self._declare_deadlock)
+        # communicator subgroups: membership, epochs, tear-downs (it reads our records, sends from `here`)
+        self.groups = GroupRegistry(here, self.records)
+
+    def handlers(self) -> dict[type, Callable[..., None]]:
+        return {Create: self.on_create, Ended: self.on_ended, Kill: self.on_kill, Lookup: self.on_lookup,
+                Locate: self.on_locate, Resources: self.on_resources, Drained: self.on_drained,
+                ProbeResult: self.deadlock.on_probe_result}
 
     # -- creation --------------------------------------------------------------------------
-    def on_create(self, iid: int, creator: int, owner: int | None, spec: dict) -> None:
-        demand = Demand(spec["cpu"], spec["memory"], spec["custom"])
+    def on_create(self, iid: int, creator: int, owner: int | None, spec: CreateSpec) -> None:
+        demand = Demand(spec.cpu, spec.memory, spec.custom)
         problem = self.placement.explain_unplaceable(demand)
         if problem:
-            self._fail(creator, iid, errors.ERR_RESOURCE_NOT_ENOUGH, f"cannot create {spec['cls']}: {problem}")
+            self._fail(creator, iid, errors.ERR_RESOURCE_NOT_ENOUGH, f"cannot create {spec.cls}: {problem}")
             return
         owner_rec = self.records.get(owner) if owner is not None else None
         if owner in self.ended_owners:
             self._fail(creator, iid, errors.ERR_INSTANCE_EXITED,
-                       f"cannot create {spec['cls']}: the instance creating it has ended")
+                       f"cannot create {spec.cls}: the instance creating it has ended")
             return
-        if spec["name"]:
-            key = (spec["namespace"], spec["name"])
+        if spec.name:
+            key = (spec.namespace, spec.name)
             existing = self.records.get(self.names.get(key, -1))
             if existing is not None and existing.state != "ended":
-                if not spec["get_if_exists"]:
+                if not spec.get_if_exists:
                     self._fail(creator, iid, errors.ERR_PARAM_INVALID,
-                               f"an instance named {spec['name']!r} already exists in namespace "
-                               f"{spec['namespace']!r}; pass get_if_exists=True to share it")
+                               f"an instance named {spec.name!r} already exists in namespace "
+                               f"{spec.namespace!r}; pass get_if_exists=True to share it")
                 elif existing.state == "placed":
-                    self.rt.send(creator, ("placed", iid, existing.rank, existing.iid))
+                    self.here.send(creator, Placed(iid, existing.rank, existing.iid))
                 else:
                     existing.name_waiters.append((creator, iid))
                 return
             self.names[key] = iid
-        timeout = spec["timeout_ms"]
-        deadline = math.inf if timeout < 0 else self.rt.clock() + timeout / 1000
-        rec = Record(iid, spec["cls"], owner, creator, demand, spec, deadline, waiting_since=self.rt.clock())
+        timeout = spec.timeout_ms
+        deadline = math.inf if timeout < 0 else self.here.clock() + timeout / 1000
+        rec = Record(iid, spec.cls, owner, creator, demand, spec, deadline, waiting_since=self.here.clock())
         self.records[iid] = rec
         self.groups.record_added(rec)
         if owner_rec is not None:
@@ -105,19 +114,19 @@ class Scheduler:
             self.waiting.append(rec)
 
     def _try_place(self, rec: Record) -> bool:
-        rank = self.placement.place(rec.demand, group=rec.owner, policy=rec.spec["policy"])
+        rank = self.placement.place(rec.demand, group=rec.owner, policy=rec.spec.policy)
         if rank is None:
             return False
         rec.rank = rank
         rec.state = "placed"
-        self.last_change = self.rt.clock()
+        self.last_change = self.here.clock()
         if rec.restarts:  # a recovered instance: everyone holding a handle learns its new rank
             for dest in self._live_ranks():
-                self.rt.send(dest, ("moved", rec.iid, rank))
+                self.here.send(dest, Moved(rec.iid, rank))
             return True
-        self.rt.send(rec.creator, ("placed", rec.iid, rank, rec.iid))
+        self.here.send(rec.creator, Placed(rec.iid, rank, rec.iid))
         for creator, waiter_iid in rec.name_waiters:
-            self.rt.send(creator, ("placed", waiter_iid, rank, rec.iid))
+            self.here.send(creator, Placed(waiter_iid, rank, rec.iid))
         rec.name_waiters.clear()
         return True
 
@@ -133,7 +142,8 @@ class Scheduler:
         if self.waiting:
             self._expire(now)
         if self.waiting:
-            self._check_deadlock(now)
+            placed = (rec.rank for rec in self.records.values() if rec.state == "placed")
+            self.deadlock.check(now, min(rec.waiting_since for rec in self.waiting), placed)
         if self.ended_owners and len(self.ended_owners) > 1000:
             self.ended_owners = {k: t for k, t in self.ended_owners.items() if now - t < ENDED_MEMORY_S}
 
@@ -146,50 +156,15 @@ class Scheduler:
             usage = self.placement.usage()["total"]
             message = (
                 f"cannot create {rec.cls}: no room for cpu={rec.demand.cpu} memory={rec.demand.memory}"
-                f" after waiting {rec.spec['timeout_ms'] / 1000:g} s (schedule_timeout_ms); "
+                f" after waiting {rec.spec.timeout_ms / 1000:g} s (schedule_timeout_ms); "
                 f"{usage['cpu_used']} of {usage['cpu_total']} millicores are in use"
             )
             self._end_record(rec, errors.ERR_RESOURCE_NOT_ENOUGH, message, fail_creation=True)
 
     def _fail(self, creator: int, iid: int, code: int, message: str, kind: str = "") -> None:
-        self.rt.send(creator, ("create_failed", iid, code, message, kind))
+        self.here.send(creator, CreateFailed(iid, code, message, kind))
 
-    # -- deadlock detection ----------------------------------------------------------------
-    def _check_deadlock(self, now: float) -> None:
-        """Creations wait, capacity has not changed for a while: ask whether anything runs."""
-        oldest = min(rec.waiting_since for rec in self.waiting)
-        if now - oldest < DEADLOCK_AFTER_S or now - self.last_change < DEADLOCK_AFTER_S:
-            self.idle_probes = 0
-            return
-        if self.probe is not None:
-            if now - self.probe.sent > 2.0:  # a rank did not answer: it is busy in native code
-                self.probe = None
-                self.idle_probes = 0
-            return
-        ranks = {rec.rank for rec in self.records.values() if rec.state == "placed"}
-        self.probe = Probe(self.rt.new_id(), now, set(ranks))
-        for rank in ranks:
-            self.rt.send(rank, ("probe", self.probe.probe_id))
-        if not ranks:
-            self._probe_done()
-
-    def on_probe_result(self, probe_id: int, rank: int, state: dict) -> None:
-        probe = self.probe
-        if probe is None or probe.probe_id != probe_id:
-            return
-        probe.expecting.discard(rank)
-        probe.busy |= any(running > 0 or queued > 0 for running, _waiting, queued in state.values())
-        if not probe.expecting:
-            self._probe_done()
-
-    def _probe_done(self) -> None:
-        probe, self.probe = self.probe, None
-        stuck = not probe.busy and self.rt.driver_is_waiting() and self.last_change < probe.sent
-        self.idle_probes = self.idle_probes + 1 if stuck else 0
-        if self.idle_probes >= 2:  # twice in a row, nothing ran and nothing changed
-            self.idle_probes = 0
-            self._declare_deadlock()
-
+    # -- deadlock detection (deadlock.py decides; the scheduler knows what is held and wanted)
     def _declare_deadlock(self) -> None:
         usage = self.placement.usage()["total"]
         holders = Counter((rec.cls, rec.demand.cpu) for rec in self.records.values() if rec.state == "placed")
@@ -207,7 +182,7 @@ class Scheduler:
             self._end_record(rec, errors.ERR_RESOURCE_NOT_ENOUGH, message, fail_creation=True, kind="deadlock")
 
     # -- ending ----------------------------------------------------------------------------
-    def on_ended(self, iid: int, code: int, reason: str, draining: bool = False) -> None:
+    def on_ended(self, iid: int, code: int, reason: str, draining: bool) -> None:
         rec = self.records.get(iid)
         if rec is not None:
             self._end_record(rec, code, reason, draining=draining)
@@ -217,14 +192,14 @@ class Scheduler:
         rec = self.draining.pop(iid, None)
         if rec is not None and self.placement.is_alive(rec.rank):
             self.placement.release(rec.rank, rec.demand, group=rec.owner)
-            self.last_change = self.rt.clock()
+            self.last_change = self.here.clock()
             self._retry_waiting()
 
-    def on_kill(self, iid: int, reason: str, graceful: bool, requester: int, sync: bool = False) -> None:
+    def on_kill(self, iid: int, reason: str, graceful: bool, requester: int, sync: bool) -> None:
         rec = self.records.get(iid)
         if rec is None or rec.state == "ended":
             if sync:
-                self.rt.send(requester, Reply(iid, None))
+                self.here.send(requester, Reply(iid, None))
             return
         if sync:
             rec.kill_waiters.append(requester)
@@ -232,7 +207,7 @@ class Scheduler:
             self.waiting.remove(rec)
             self._end_record(rec, errors.ERR_INSTANCE_EXITED, reason, fail_creation=True)
         else:
-            self.rt.send(rec.rank, ("terminate", iid, reason, graceful))
+            self.here.send(rec.rank, Terminate(iid, reason, graceful))
 
     def _end_record(
         self, rec: Record, code: int, reason: str, fail_creation: bool = False, draining: bool = False,
@@ -243,46 +218,46 @@ class Scheduler:
         was_placed = rec.state == "placed"
         rec.state = "ended"
         self.groups.record_ended(rec)
-        self.ended_owners[rec.iid] = self.rt.clock()
+        self.ended_owners[rec.iid] = self.here.clock()
         if was_placed and draining:
             self.draining[rec.iid] = rec
         elif was_placed and self.placement.is_alive(rec.rank):
             self.placement.release(rec.rank, rec.demand, group=rec.owner)
-            self.last_change = self.rt.clock()
+            self.last_change = self.here.clock()
         if fail_creation:
             self._fail(rec.creator, rec.iid, code, reason, kind)
             for creator, waiter_iid in rec.name_waiters:
                 self._fail(creator, waiter_iid, code, reason, kind)
-        key = (rec.spec["namespace"], rec.spec["name"])
-        if rec.spec["name"] and self.names.get(key) == rec.iid:
+        key = (rec.spec.namespace, rec.spec.name)
+        if rec.spec.name and self.names.get(key) == rec.iid:
             del self.names[key]
         for requester in rec.kill_waiters:
-            self.rt.send(requester, Reply(rec.iid, None))
-        self.rt.send(rec.creator, ("instance_ended", rec.iid, code, reason))
+            self.here.send(requester, Reply(rec.iid, None))
+        self.here.send(rec.creator, InstanceEnded(rec.iid, code, reason))
         owner = self.records.get(rec.owner) if rec.owner is not None else None
         if owner is not None:
             owner.children.discard(rec.iid)
         for child_iid in list(rec.children):
             child = self.records.get(child_iid)
-            if child is not None and not child.spec["detached"]:
-                self.on_kill(child_iid, f"its owner {rec.cls} ended ({reason})", False, 0)
+            if child is not None and not child.spec.detached:
+                self.on_kill(child_iid, f"its owner {rec.cls} ended ({reason})", False, 0, False)
         del self.records[rec.iid]
         self._retry_waiting()
 
     def on_lookup(self, req_id: int, requester: int, name: str, namespace: str) -> None:
         rec = self.records.get(self.names.get((namespace, name), -1))
         if rec is None:
-            self.rt.send(requester, Reply(req_id, None))
+            self.here.send(requester, Reply(req_id, None))
         else:
-            self.rt.send(requester, Reply(req_id, (rec.iid, rec.cls, rec.rank, rec.spec.get("methods"))))
+            self.here.send(requester, Reply(req_id, (rec.iid, rec.cls, rec.rank, rec.spec.methods)))
 
     def on_locate(self, iid: int, requester: int) -> None:
         rec = self.records.get(iid)
         if rec is None:
-            self.rt.send(requester, ("instance_ended", iid, errors.ERR_INSTANCE_NOT_FOUND,
-                                     f"instance {iid:x} does not exist (ended?)"))
+            self.here.send(requester, InstanceEnded(iid, errors.ERR_INSTANCE_NOT_FOUND,
+                                                    f"instance {iid:x} does not exist (ended?)"))
         elif rec.state == "placed":
-            self.rt.send(requester, ("placed", iid, rec.rank, iid))
+            self.here.send(requester, Placed(iid, rec.rank, iid))
         else:
             rec.name_waiters.append((requester, iid))
 
@@ -295,11 +270,11 @@ class Scheduler:
         for row in usage["ranks"]:
             row["instances"] = sorted(by_rank.get(row["rank"], []))
         usage["total"]["waiting"] = len(self.waiting)
-        self.rt.send(requester, Reply(req_id, usage))
+        self.here.send(requester, Reply(req_id, usage))
 
     # -- process failures (ULFM) -----------------------------------------------------------
     def _live_ranks(self) -> list[int]:
-        return [r for r in range(self.rt.size) if r not in self.rt.wire.failed]
+        return [r for r in range(self.here.size) if r not in self.here.failed_ranks()]
 
     def on_ranks_failed(self, ranks: list[int]) -> None:
         """Host ranks died: their instances end (children with them) or restart elsewhere."""
@@ -311,22 +286,22 @@ class Scheduler:
         for rec in [r for r in self.records.values() if r.state == "placed" and r.rank in dead]:
             reason = f"{rec.cls} instance {rec.iid:x} died with rank {rec.rank} (process failure)"
             for child in list(rec.children):
-                self.on_kill(child, f"its owner {rec.cls} died with rank {rec.rank}", False, 0)
-            if rec.restarts < rec.spec.get("recover", 0):
+                self.on_kill(child, f"its owner {rec.cls} died with rank {rec.rank}", False, 0, False)
+            if rec.restarts < rec.spec.recover:
                 rec.restarts += 1
-                rec.state, rec.rank, rec.waiting_since = "waiting", None, self.rt.clock()
+                rec.state, rec.rank, rec.waiting_since = "waiting", None, self.here.clock()
                 rec.deadline = math.inf
                 self.groups.member_restarted(rec)
                 if not self._try_place(rec):
                     self.waiting.append(rec)
                 continue
             for dest in self._live_ranks():  # every holder of a handle fails what waits on it
-                self.rt.send(dest, ("gone", rec.iid, errors.ERR_INSTANCE_EXITED, reason))
+                self.here.send(dest, Gone(rec.iid, errors.ERR_INSTANCE_EXITED, reason))
             self._end_record(rec, errors.ERR_INSTANCE_EXITED, reason)
-        self.last_change = self.rt.clock()
+        self.last_change = self.here.clock()
         self._retry_waiting()
 
     def end_all(self, reason: str) -> None:
         for rec in list(self.records.values()):
             if rec.state == "placed":
-                self.rt.send(rec.rank, ("terminate", rec.iid, reason, False))
+                self.here.send(rec.rank, Terminate(rec.iid, reason, False))

@@ -14,81 +14,17 @@ import pickle
 import struct
 import threading
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
-import cloudpickle
 import numpy as np
 
-from ..core.messages import wire_form
+from ..core.messages import RanksFailed, wire_form
+from .pickling import Buffers, dumps, loads
 
-OOB_MIN_BYTES = 64 * 1024  # smaller buffers stay inside the pickle: one message is cheaper
 TAG_PLAIN = 0  # control message: the pickle alone
 TAG_WITH_BUFFERS = 1  # control message: a header naming out-of-band buffers, then the pickle
 _HEADER = struct.Struct("<II")  # data tag, number of buffers; then one <Q size per buffer
 EAGER_BYTES = 4096  # Open MPI's shared-memory eager limit: a larger send waits for its receiver
-
-
-_BY_VALUE = cloudpickle.cloudpickle._PICKLE_BY_VALUE_MODULES  # cloudpickle.register_pickle_by_value
-
-
-def _needs_cloudpickle(data: bytes) -> bool:
-    """A plain pickle that names __main__ (or a module registered to travel by value) would
-    not load on another rank, which never ran the driver script."""
-    if data.find(b"__main__") >= 0:  # (`find` is cheaper than `in` for short bytes)
-        return True
-    return bool(_BY_VALUE) and any(data.find(name.encode()) >= 0 for name in _BY_VALUE)
-
-
-_session = threading.local()
-
-
-def after_pickle(action: Callable[[], None]) -> None:
-    """Run `action` once the message being pickled is final (a first attempt may be redone
-    with cloudpickle, which calls the reducers again); at once outside `dumps`."""
-    pending = getattr(_session, "actions", None)
-    if pending is None:
-        action()
-    else:
-        pending.append(action)
-
-
-class _Buffers(list):
-    """Collects the large buffers a pickle leaves out of band (its `buffer_callback`)."""
-
-    def __call__(self, pb: pickle.PickleBuffer) -> bool:
-        if pb.raw().nbytes >= OOB_MIN_BYTES:
-            self.append(pb)
-            return False
-        return True
-
-
-def dumps(obj: Any, buffers: _Buffers | None = None) -> bytes:
-    """Pickle with protocol 5: the standard pickler when its output loads anywhere (fast),
-    else cloudpickle, which sends classes and functions of the driver script by value.
-    With `buffers`, large buffers (numpy arrays) are left out of band and appended there.
-    Side effects that reducers defer with `after_pickle` run once, on success."""
-    outer = getattr(_session, "actions", None)
-    _session.actions = actions = []
-    try:
-        try:
-            data = pickle.dumps(obj, protocol=5, buffer_callback=buffers)
-        except Exception:
-            data = None
-        if data is None or _needs_cloudpickle(data):
-            if buffers:
-                buffers.clear()
-            _session.actions = actions = []  # the reducers run again
-            data = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers)
-    finally:
-        _session.actions = outer
-    for action in actions:
-        after_pickle(action)
-    return data
-
-
-def loads(data: Any, buffers: list | None = None) -> Any:
-    return pickle.loads(data, buffers=buffers)
 
 
 class Wire:
@@ -113,7 +49,7 @@ class Wire:
     @staticmethod
     def encode(msg: tuple) -> tuple[bytes, list]:
         """Pickle a message now (errors surface at the caller); send it later with send_encoded."""
-        buffers = _Buffers()
+        buffers = Buffers()
         if type(msg) is not tuple:
             msg = wire_form(msg)
         return dumps(msg, buffers), buffers
@@ -125,7 +61,7 @@ class Wire:
 
     def send(self, dest: int, msg: tuple) -> None:
         """Send one message; blocks only while large buffers are handed to MPI."""
-        buffers = _Buffers()
+        buffers = Buffers()
         if type(msg) is not tuple:
             msg = wire_form(msg)
         self.send_encoded(dest, dumps(msg, buffers), buffers)
@@ -154,7 +90,7 @@ class Wire:
     def receive(self) -> tuple | None:
         """One pending message (local first), or None. Never blocks waiting for one.
 
-        Under ULFM, the death of a rank surfaces here as ("ranks_failed", [ranks]), once."""
+        Under ULFM, the death of a rank surfaces here as a RanksFailed message, once per rank."""
         if self._local:
             return self._local.popleft()
         status = self._status
@@ -162,7 +98,7 @@ class Wire:
             message = self.ctrl.improbe(self._any_source, self._any_tag, status)
         except self._mpi.Exception as exc:
             failed = self._newly_failed(exc)
-            return ("ranks_failed", failed) if failed else None
+            return wire_form(RanksFailed(failed)) if failed else None
         if message is None:
             return None
         raw = bytearray(status.Get_count(self._mpi.BYTE))
