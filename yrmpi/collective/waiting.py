@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..core.backoff import Backoff
 from ..core.messages import CollStall
 from ..core.rank import InstanceContext, Rank
 from ..transport.interrupt import InstanceTornDown
@@ -54,7 +55,8 @@ def wait_until(rank: Rank, done: Callable[[], bool], inst: InstanceContext | Non
                     return
             if SPIN_YIELD:
                 os.sched_yield()
-    sleep = FAST_SLEEP_S
+    backoff = Backoff(FAST_SLEEP_S, SLEEP_MAX_S)
+    most = FAST_SLEEP_S  # no doubling while the transfer may still be in flight
     fast_until = now + FAST_S + 4 * est_s
     next_wire = now + WIRE_S
     stall_every = max(STALL_S, 4 * est_s)
@@ -64,6 +66,7 @@ def wait_until(rank: Rank, done: Callable[[], bool], inst: InstanceContext | Non
             raise fresh(ec.dead)
         if inst is not None and inst.ended is not None:
             raise InstanceTornDown()  # the call of an ended instance ends like any other
+        sleep = backoff.next(most)
         if event is not None:
             event.wait(sleep)
         else:
@@ -72,7 +75,7 @@ def wait_until(rank: Rank, done: Callable[[], bool], inst: InstanceContext | Non
             return
         now = time.monotonic()
         if now >= fast_until:
-            sleep = min(sleep * 2, SLEEP_MAX_S)
+            most = SLEEP_MAX_S
         if now >= next_wire:
             rank.poll()  # work found here goes to a serve thread
             next_wire = now + WIRE_S

@@ -11,24 +11,14 @@ counts as "something runs".
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from ..core.messages import Probe
 from ..core.rank import Rank
+from ..core.rounds import Round
 
 DEADLOCK_AFTER_S = 1.5  # creations waiting this long, with no capacity change, get a probe
 ANSWER_S = 2.0  # a probe round unanswered this long is abandoned
 ROUNDS = 2  # consecutive idle rounds that make a deadlock
-
-
-@dataclass
-class Round:
-    """One round of asking the host ranks whether anything is still running."""
-
-    probe_id: int
-    sent: float
-    expecting: set[int]
-    busy: bool = False
 
 
 class DeadlockProbe:
@@ -49,25 +39,20 @@ class DeadlockProbe:
                 self.round = None
                 self.idle_rounds = 0
             return
-        targets = set(ranks)
-        self.round = Round(self.here.new_id(), now, set(targets))
-        for rank in targets:
-            self.here.send(rank, Probe(self.round.probe_id))
-        if not targets:
+        self.round = Round(self.here, ranks, Probe)
+        if not self.round.expecting:
             self._round_done()
 
     def on_probe_result(self, probe_id: int, rank: int, state: dict) -> None:
         rnd = self.round
-        if rnd is None or rnd.probe_id != probe_id:
-            return
-        rnd.expecting.discard(rank)
-        rnd.busy |= any(running > 0 or queued > 0 for running, _waiting, queued in state.values())
-        if not rnd.expecting:
+        if rnd is not None and rnd.round_id == probe_id and rnd.answer(rank, state):
             self._round_done()
 
     def _round_done(self) -> None:
         rnd, self.round = self.round, None
-        stuck = not rnd.busy and self.here.driver_is_waiting() and self._last_change() < rnd.sent
+        busy = any(running > 0 or queued > 0
+                   for state in rnd.answers.values() for running, _waiting, queued in state.values())
+        stuck = not busy and self.here.driver_is_waiting() and self._last_change() < rnd.sent
         self.idle_rounds = self.idle_rounds + 1 if stuck else 0
         if self.idle_rounds >= ROUNDS:  # nothing ran and nothing changed, every round
             self.idle_rounds = 0

@@ -36,6 +36,7 @@ from ..core.messages import (
     Reply,
 )
 from ..core.rank import Rank
+from ..core.rounds import Round
 
 
 class InstanceRecord(Protocol):
@@ -59,7 +60,7 @@ class _GroupState:
     ranks: set[int] = field(default_factory=set)  # ranks of the current epoch
     watchers: set[int] = field(default_factory=set)  # ranks that asked rank()/size()
     joined: dict[int, int] = field(default_factory=dict)  # iid -> rank, waiting for the next epoch
-    probe: tuple | None = None  # (probe id, epoch, ranks still to answer, histories)
+    probe: Round | None = None  # the members' ranks asked for their call histories
     announced: bool = False  # the members' creator rank knows the group is in use
 
 
@@ -73,7 +74,6 @@ class GroupRegistry:
         self.siblings: dict[tuple, list[int]] = {}  # (owner, cls) -> live iids, creation order
         self.named_of: dict[int, set[tuple]] = {}  # iid -> explicit groups it is in
         self._tags = itertools.count(1)
-        self._probes = itertools.count(1)
         self._versions = itertools.count(2)  # one counter for all groups: a group that is dropped
         self._epochs = itertools.count(1)  # and made again never reuses a version or an epoch
 
@@ -256,20 +256,13 @@ class GroupRegistry:
         g = self.groups.get(gid)
         if g is None or epoch != g.epoch or not g.carved_members or g.probe is not None:
             return
-        probe = next(self._probes)
-        g.probe = (probe, epoch, set(g.ranks), {})
-        for rank in g.ranks:
-            self.here.send(rank, CollProbe(gid, epoch, probe))
+        g.probe = Round(self.here, g.ranks, lambda probe: CollProbe(gid, epoch, probe))
 
     def on_history(self, gid: tuple, epoch: int, probe: int, rank: int, found: dict) -> None:
         g = self.groups.get(gid)
-        if g is None or g.probe is None or g.probe[0] != probe:
+        if g is None or g.probe is None or g.probe.round_id != probe or not g.probe.answer(rank, found):
             return
-        _, _, waiting, histories = g.probe
-        waiting.discard(rank)
-        histories.update(found)
-        if waiting:
-            return
+        histories = {iid: h for answer in g.probe.answers.values() for iid, h in answer.items()}
         g.probe = None
         problem = first_mismatch(histories, [m for m in self._members(g) if m in histories])
         if problem is not None:

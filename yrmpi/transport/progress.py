@@ -28,6 +28,8 @@ from collections import deque
 from collections.abc import Callable
 from time import monotonic
 
+from ..core.backoff import Backoff
+
 SPIN_S = 0.002
 MIN_SLEEP_S = 50e-6
 MAX_SLEEP_S = 0.002
@@ -137,13 +139,13 @@ class Progress:
                     and not done())
 
         try:
-            sleep = MIN_SLEEP_S
+            backoff = Backoff(MIN_SLEEP_S, MAX_SLEEP_S)
             event = None
             while not done():
                 if check is not None:
                     check()
                 if self.poll(MIN_SLEEP_S, done, spinning):
-                    sleep = MIN_SLEEP_S
+                    backoff.reset()
                     continue
                 now = monotonic()
                 if deadline is not None and now >= deadline:
@@ -155,9 +157,9 @@ class Progress:
                     if arm is not None:
                         arm(event.set)
                     continue  # look again before sleeping: it may be done by now
+                sleep = backoff.next()
                 event.wait(sleep if deadline is None else min(sleep, deadline - now))
                 event.clear()
-                sleep = min(sleep * 2, MAX_SLEEP_S)
             return True
         finally:
             self._waiting.discard(me)
@@ -285,7 +287,7 @@ class Progress:
 
     def _serve(self) -> None:
         me = threading.get_ident()
-        sleep = MIN_SLEEP_S
+        backoff = Backoff(MIN_SLEEP_S, MAX_SLEEP_S)
         while True:
             job = self._own_job(me)
             if job is None:
@@ -301,15 +303,15 @@ class Progress:
                     with self._cond:
                         if self._poller is None:
                             self._poller = me  # take polling back: no wake-up on the fast path
-                sleep = MIN_SLEEP_S
+                backoff.reset()
                 continue
             now = monotonic()
             user_polls = bool(self._waiting) or now - self._last_user_wait < USER_POLLED_S
             if not user_polls and self._spin(me):
-                sleep = MIN_SLEEP_S
+                backoff.reset()
                 continue
             idle = user_polls or now - self._last_message > IDLE_AFTER_S
+            sleep = backoff.next(IDLE_SLEEP_S if idle else MAX_SLEEP_S)
             with self._cond:
                 if not self._ready and not self.stopped and self._poller == me:
                     self._cond.wait(sleep)
-            sleep = min(sleep * 2, IDLE_SLEEP_S if idle else MAX_SLEEP_S)

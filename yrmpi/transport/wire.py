@@ -50,9 +50,7 @@ class Wire:
     def encode(msg: tuple) -> tuple[bytes, list]:
         """Pickle a message now (errors surface at the caller); send it later with send_encoded."""
         buffers = Buffers()
-        if type(msg) is not tuple:
-            msg = wire_form(msg)
-        return dumps(msg, buffers), buffers
+        return dumps(wire_form(msg), buffers), buffers
 
     @staticmethod
     def waits_for_receiver(payload: bytes, buffers: list) -> bool:
@@ -62,9 +60,7 @@ class Wire:
     def send(self, dest: int, msg: tuple) -> None:
         """Send one message; blocks only while large buffers are handed to MPI."""
         buffers = Buffers()
-        if type(msg) is not tuple:
-            msg = wire_form(msg)
-        self.send_encoded(dest, dumps(msg, buffers), buffers)
+        self.send_encoded(dest, dumps(wire_form(msg), buffers), buffers)
 
     def send_encoded(self, dest: int, payload: bytes, buffers: list) -> None:
         if dest == self.rank:  # a copy, as a remote rank would get, without an MPI self-send
