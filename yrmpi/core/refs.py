@@ -108,6 +108,11 @@ class ObjectRef:
         return future
 
 
+def slot_of(ref: ObjectRef) -> Slot:
+    """The state behind a ref, for the roles that resolve or serve it (not for user code)."""
+    return ref._slot
+
+
 def _rebuild(ref_id: int, owner: int) -> ObjectRef:
     return _rank.current().objects.ref_from_wire(ref_id, owner)
 

@@ -44,7 +44,7 @@ from ..core.messages import (
 )
 from ..core.options import InvokeOptions
 from ..core.rank import Rank
-from ..core.refs import ObjectRef, Slot
+from ..core.refs import ObjectRef, Slot, slot_of
 from ..transport.pickling import dumps, loads
 
 CALL = CODES[Call]
@@ -95,7 +95,7 @@ class PendingCall:
 
     @property
     def slots(self) -> list[Slot]:
-        return [ref._slot for ref in self.refs]
+        return [slot_of(ref) for ref in self.refs]
 
 
 class Caller:
@@ -299,7 +299,7 @@ class Caller:
             self._fail_or_retry(call, error_from_info(payload))
             return
         if call.nret <= 1:
-            call.refs[0]._slot.set_result(payload)
+            slot_of(call.refs[0]).set_result(payload)
             return
         values = tuple(payload) if isinstance(payload, (tuple, list)) else (payload,)
         if len(values) != call.nret:

@@ -15,7 +15,7 @@ from typing import Any
 from ..core.errors import InstanceExitedError, YRRuntimeError, error_from_info, error_info
 from ..core.messages import Fetch, Value
 from ..core.rank import Rank
-from ..core.refs import ObjectRef, Slot
+from ..core.refs import ObjectRef, Slot, slot_of
 
 
 class Objects:
@@ -43,7 +43,7 @@ class Objects:
         return ref
 
     def ensure_fetch(self, ref: ObjectRef) -> None:
-        slot = ref._slot
+        slot = slot_of(ref)
         if ref.owner == self.here.rank or slot.done() or slot.fetching:
             return
         slot.fetching = True
@@ -71,7 +71,7 @@ class Objects:
                 self._refuse(requester, ref_id,
                              YRRuntimeError(f"object {ref_id:x} on rank {self.here.rank} cannot be sent: {exc!r}"))
 
-        ref._slot.add_callback(reply)
+        slot_of(ref).add_callback(reply)
 
     def on_value(self, ref_id: int, ok: bool, payload: Any) -> None:
         slot = self._fetching.pop(ref_id, None)
