@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from .environment import (
     ALLOCATION_HOSTS,
+    EXIT_CODES,
+    EXIT_CONFIG,
+    EXIT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_LOST,
+    EXIT_OK,
+    EXIT_OUTPUT,
     LAUNCHER_VARS,
     RANK_VARS,
     flavor,
@@ -27,7 +33,8 @@ from .process import launch_env, relaunch_self, run
 from .state_dirs import HOST_FLAGS, OPENMPI_STATE_VARS, PRIVATE_PREFIX, private_state_dirs, single_node
 
 __all__ = [
-    "ALLOCATION_HOSTS", "EXIT_INTERRUPTED", "FT_LEVELS", "HOST_FLAGS", "LAUNCHER_VARS", "OPENMPI_STATE_VARS",
+    "ALLOCATION_HOSTS", "EXIT_CODES", "EXIT_CONFIG", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_LOST", "EXIT_OK",
+    "EXIT_OUTPUT", "FT_LEVELS", "HOST_FLAGS", "LAUNCHER_VARS", "OPENMPI_STATE_VARS",
     "PRIVATE_PREFIX", "RANK_VARS", "command", "fault_tolerance_level", "find_mpiexec", "flavor", "launch_env",
     "launcher_rank", "mpiexec_flags", "multi_node_allocation", "private_state_dirs", "relaunch_self", "run",
     "single_node", "under_mpi",

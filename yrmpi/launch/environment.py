@@ -8,13 +8,31 @@ import os
 import subprocess
 
 __all__ = [
-    "ALLOCATION_HOSTS", "EXIT_INTERRUPTED", "LAUNCHER_VARS", "RANK_VARS", "flavor", "launcher_rank",
+    "ALLOCATION_HOSTS", "EXIT_CODES", "EXIT_CONFIG", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_LOST", "EXIT_OK",
+    "EXIT_OUTPUT", "LAUNCHER_VARS", "RANK_VARS", "flavor", "launcher_rank",
     "multi_node_allocation", "under_mpi",
 ]
 
 # Stopped by a signal, rerun to resume (sysexits' EX_TEMPFAIL): a sweep exits with it, and the
 # Slurm batch scripts requeue on it (their bash says 75).
 EXIT_INTERRUPTED = 75
+
+# The other codes a sweep (and a job that follows the same rules) ends with. Chosen apart from
+# 1 (any Python traceback), 126/127 (the shell), 128+N (killed by signal N) and what mpiexec and
+# Slurm report themselves, so a batch script can tell them apart; docs/sweeps.md has the table.
+EXIT_OK = 0  # every experiment finished
+EXIT_CONFIG = 2  # bad input: the file, the command line, an unusable output folder; nothing ran
+EXIT_FAILED = 3  # ran to the end, but some experiments failed for good (results are written)
+EXIT_LOST = 69  # the job was lost (rank 0, a node, MPI itself) with work left; rerun to resume
+EXIT_OUTPUT = 73  # the output folder became unusable during the run (full disk, read-only, ...)
+EXIT_CODES = {
+    EXIT_OK: "every experiment finished",
+    EXIT_CONFIG: "bad input (file, command line, output folder); nothing ran",
+    EXIT_FAILED: "some experiments failed for good",
+    EXIT_LOST: "the job was lost (rank 0, a node, MPI) with work left; rerun to resume",
+    EXIT_OUTPUT: "the output folder became unusable during the run",
+    EXIT_INTERRUPTED: "stopped with work left (signal, lost ranks); rerun to resume",
+}
 
 # Set by the launchers people use: Open MPI, MPICH/Hydra, PMIx (srun --mpi=pmix), Slurm steps.
 LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK", "PMI_FD",

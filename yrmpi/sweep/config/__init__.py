@@ -51,7 +51,7 @@ or position, and identical draws collapse into one experiment.
 
 Modules, lowest first (each imports only from those above it): ``errors`` (the problem
 format), ``targets`` (what an entry string points at), ``types`` (schema constants and the
-dataclasses), ``values``, ``env``, ``overrides``, ``validate_params``, ``validation``,
+dataclasses), ``values``, ``yaml12`` (the YAML 1.2 loader), ``env``, ``overrides``, ``validate_params``, ``validation``,
 ``entry``, ``expansion``, and ``loading`` on top.
 """
 

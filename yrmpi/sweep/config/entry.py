@@ -112,8 +112,9 @@ def _import_entry(entry: str, base_dir: str, p: Problems) -> Any:
     return obj
 
 
-def check_entry_class(entry: str, run: str, base_dir: str, p: Problems) -> None:
-    """Import the entry and check that ``run`` is a method of its class."""
+def check_entry_class(entry: str, run: str, base_dir: str, p: Problems, init: Any = None) -> None:
+    """Import the entry, check that ``run`` is a method of its class and that the constructor
+    takes the ``init`` keywords (a typo there would fail every experiment on its rank)."""
     obj = _import_entry(entry, base_dir, p)
     if obj is None:
         return
@@ -128,3 +129,26 @@ def check_entry_class(entry: str, run: str, base_dir: str, p: Problems) -> None:
         found = f"no method {run!r} on {cls.__name__}" if method is None else \
             f"{type(method).__name__} attribute {run!r} on {cls.__name__}"
         p.add(("run",), found, "a method of the entry class", did_you_mean(run, names))
+    if isinstance(init, dict):
+        _check_init(cls, init, p)
+
+
+def _check_init(cls: type, init: dict, p: Problems) -> None:
+    try:
+        sig = inspect.signature(cls)
+    except (TypeError, ValueError):  # a builtin or C class: nothing to check against
+        return
+    params = sig.parameters.values()
+    if any(q.kind is q.VAR_KEYWORD for q in params):
+        return
+    accepted = [q.name for q in params if q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY)]
+    for key in init:
+        if isinstance(key, str) and key not in accepted:
+            p.add(("init", key), f"keyword argument {key!r}, which {cls.__name__}() does not take",
+                  "one of " + (", ".join(accepted) or "(none: the constructor takes no arguments)"),
+                  did_you_mean(key, accepted))
+    missing = [q.name for q in params if q.default is q.empty
+               and q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY) and q.name not in init]
+    if missing:
+        p.add(("init",), f"no value for {', '.join(missing)}, which {cls.__name__}() requires",
+              "every required constructor argument under init")

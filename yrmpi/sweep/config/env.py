@@ -50,10 +50,14 @@ def expand_env_tree(node: Any, env: Mapping[str, str], path: tuple, problems: Pr
         value = lookup(whole.group(1), whole.group(2))
         if value is None:
             return node
-        if _INT_RE.match(value.strip()):
-            return int(value)
-        if _FLOAT_RE.match(value.strip()):
-            return float(value)
+        text = value.strip()
+        if _INT_RE.match(text) or _FLOAT_RE.match(text):
+            try:
+                return int(text) if _INT_RE.match(text) else float(text)
+            except (ValueError, OverflowError):  # more digits than int() takes (4300)
+                problems.add(path, f"a number of {len(text)} characters from ${{{whole.group(1)}}}",
+                             "a number of at most 4300 digits")
+                return node
         return value
 
     def sub(m: re.Match) -> str:

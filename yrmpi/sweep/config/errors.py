@@ -76,8 +76,11 @@ def describe(value: Any) -> str:
     kind = _TYPE_NAMES.get(type(value), type(value).__name__)
     try:
         text = json.dumps(value, default=str, ensure_ascii=False)
-    except (TypeError, ValueError):
-        text = repr(value)
+    except (TypeError, ValueError, RecursionError):
+        try:
+            text = repr(value)
+        except (ValueError, RecursionError):  # an int of more than 4300 digits, a cycle
+            text = f"<{kind} too large to print>"
     return f"{kind} {shorten(text)}"
 
 

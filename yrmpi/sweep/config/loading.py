@@ -11,19 +11,25 @@ import yaml
 
 from .entry import check_entry_class
 from .env import expand_env_tree
-from .errors import Problems, SweepConfigError, describe, one_line
+from .errors import Problems, SweepConfigError, describe, one_line, shorten
 from .overrides import apply_overrides
 from .types import REQUIRED_KEYS, SweepConfig
 from .validation import validate_document
+from .yaml12 import safe_load
 
 _MAX_NODES = 200_000  # YAML aliases can make a small file expand into a huge tree
 _MAX_DEPTH = 64
+_MAX_TEXT = 4 << 20  # characters of one sweep file
 
 
 def parse_yaml(text: str, source: str = "<string>") -> Any:
     """``yaml.safe_load`` with every failure turned into a one-line SweepConfigError."""
+    if len(text) > _MAX_TEXT:
+        raise SweepConfigError(one_line(
+            f"{source}: (document): found {len(text)} characters, expected a sweep file of at most "
+            f"{_MAX_TEXT}"))
     try:
-        return yaml.safe_load(text)
+        return safe_load(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "(document)"
@@ -82,7 +88,7 @@ def load_dict(raw: Any, *, source: str = "<dict>", base_dir: str | os.PathLike |
     entry, run = doc.get("entry"), doc.get("run")
     if (check_entry and isinstance(entry, str) and isinstance(run, str)
             and not problems.has(("entry",)) and not problems.has(("run",))):
-        check_entry_class(entry, run, base, problems)
+        check_entry_class(entry, run, base, problems, doc.get("init"))
     problems.raise_if_any()
     assert config is not None
     return config
@@ -100,6 +106,9 @@ def _check_tree(raw: Any, source: str) -> None:
             raise SweepConfigError(
                 f"{source}: (document): found a document with more than {_MAX_NODES} values "
                 f"or {_MAX_DEPTH} levels of nesting, expected a small config")
+        if isinstance(node, str):
+            _check_text(node, source)
+            return
         if not isinstance(node, (dict, list)):
             return
         if id(node) in on_path:
@@ -107,8 +116,22 @@ def _check_tree(raw: Any, source: str) -> None:
                 f"{source}: (document): found a YAML alias that contains itself, "
                 "expected a tree without cycles")
         on_path.add(id(node))
+        if isinstance(node, dict):
+            for key in node:
+                if isinstance(key, str):
+                    _check_text(key, source)
         for child in (node.values() if isinstance(node, dict) else node):
             walk(child, depth + 1)
         on_path.discard(id(node))
 
     walk(raw, 0)
+
+
+def _check_text(text: str, source: str) -> None:
+    """Refuse strings no file, journal or id can hold: lone surrogates (``"\\ud800"``)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise SweepConfigError(one_line(
+            f"{source}: (document): found a string with a lone surrogate {text[e.start]!r} "
+            f"({shorten(repr(text))}), expected text that UTF-8 can hold")) from None

@@ -6,10 +6,9 @@ import copy
 import json
 from collections.abc import Mapping, Sequence
 
-import yaml
-
 from .errors import MISSING, Problems, describe, did_you_mean
 from .types import METRIC_KEYS, RESOURCE_ROLES, TOP_KEYS
+from .yaml12 import safe_load
 
 
 def _allowed_keys(prefix: tuple, node: dict) -> tuple[str, Sequence[str] | None]:
@@ -35,7 +34,7 @@ def apply_overrides(raw: Mapping, overrides: Sequence[str], *,
                     source: str = "<dict>") -> dict:
     """Return a copy of ``raw`` with ``key.path=value`` items applied (for ``--set``).
 
-    Values are parsed with ``yaml.safe_load`` so ``workers=4`` is an int and
+    Values are parsed with ``yaml.safe_load`` (read as YAML 1.2) so ``workers=4`` is an int and
     ``params.lr=[0.1,0.2]`` a list.  Unknown keys are errors with a did-you-mean, so a typo
     in a long command line does not silently run the wrong sweep.  Top-level keys, metric
     and resources keys may be added; params must already exist in the file.
@@ -50,7 +49,7 @@ def apply_overrides(raw: Mapping, overrides: Sequence[str], *,
             problems.add(("--set",), json.dumps(str(item)), "key.path=value")
             continue
         try:
-            value = yaml.safe_load(text)
+            value = safe_load(text)
         except Exception as e:
             problems.add(parts, f"a value that is not valid YAML ({type(e).__name__}) {label}",
                          "a YAML value like 4, 0.1, [1, 2] or text")

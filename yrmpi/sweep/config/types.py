@@ -27,6 +27,14 @@ DEFAULT_CPU = 500
 DEFAULT_MEMORY = 500
 #: Upper bound on experiments of one sweep; a typo like ``samples: 100000`` fails early.
 MAX_EXPERIMENTS = 100_000
+#: Upper bound on ``workers``: every worker is an instance that needs room on a rank, and a
+#: sweep of experiments wider than MAX_RANKS / 10 ranks is almost certainly a typo.
+MAX_WORKERS = 10_000
+#: Upper bound on the ranks one sweep plans for (a local launch, or a job's world size).
+MAX_RANKS = 100_000
+#: Longest path / path component (bytes) an output folder may have (Linux PATH_MAX, NAME_MAX).
+MAX_PATH = 4096
+MAX_NAME = 255
 
 
 @dataclass(frozen=True)

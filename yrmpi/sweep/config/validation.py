@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
 from typing import Any
 
@@ -13,6 +14,9 @@ from .types import (
     DEFAULT_CPU,
     DEFAULT_MEMORY,
     MAX_EXPERIMENTS,
+    MAX_NAME,
+    MAX_PATH,
+    MAX_WORKERS,
     METRIC_KEYS,
     METRIC_MODES,
     REQUIRED_KEYS,
@@ -99,6 +103,11 @@ def validate_document(doc: dict, source: str, base_dir: str, p: Problems) -> Swe
             p.add(("init", k), f"key {describe(k)}", "keyword argument names (identifiers)")
 
     workers = v.int_("workers", 0, 0)
+    if workers > MAX_WORKERS:
+        p.add(("workers",), describe(workers),
+              f"an integer from 0 to {MAX_WORKERS} (1 supervisor + {workers} workers = {workers + 1} "
+              f"instances per experiment, each needing room on a rank; at most {MAX_WORKERS + 1})")
+        workers = 0
     sup_res, wrk_res = _validate_resources(doc.get("resources", MISSING), p)
     params = validate_params(doc.get("params", MISSING), p)
     samples = v.int_("samples", 1, 1)
@@ -114,6 +123,8 @@ def validate_document(doc: dict, source: str, base_dir: str, p: Problems) -> Swe
         output = f"results/{name}" if isinstance(name, str) else "results"
     elif not (isinstance(output, str) and output.strip()):
         p.add(("output",), describe(output), "a folder path")
+    if isinstance(output, str):
+        _check_path(output, p)
     max_concurrent = v.int_("max_concurrent", None, 1, nullable=True)
     grace_period = v.number("grace_period", 30, 0, strict=False)
     status_interval = v.number("status_interval", 10, 0, strict=True)
@@ -134,6 +145,24 @@ def validate_document(doc: dict, source: str, base_dir: str, p: Problems) -> Swe
         output=output, max_concurrent=max_concurrent, grace_period=grace_period,
         status_interval=status_interval, timeout=timeout, source=source, base_dir=base_dir,
     )
+
+
+def _check_path(output: str, p: Problems) -> None:
+    """Paths no filesystem call accepts fail here, with the limit, not as a traceback later."""
+    if "\0" in output:
+        p.add(("output",), f"a path with a NUL byte ({describe(output)})", "a folder path without NUL bytes")
+        return
+    try:
+        raw = os.fsencode(output)
+    except UnicodeError:
+        p.add(("output",), describe(output), "a folder path the filesystem can encode")
+        return
+    longest = max(raw.split(b"/"), key=len)
+    if len(raw) >= MAX_PATH:
+        p.add(("output",), f"a path of {len(raw)} bytes", f"a folder path shorter than {MAX_PATH} bytes")
+    elif len(longest) > MAX_NAME:
+        p.add(("output",), f"a path with a {len(longest)}-byte component "
+              f"({describe(os.fsdecode(longest))})", f"components of at most {MAX_NAME} bytes")
 
 
 def _validate_resources(raw: Any, p: Problems) -> tuple[Resources, Resources]:
