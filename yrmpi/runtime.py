@@ -255,8 +255,8 @@ class Runtime:
     # -- life ------------------------------------------------------------------------------
     def start(self) -> None:
         _rank.install(self)
-        if self.host is not None and self.settings.get("prefix_output"):
-            install_prefixing(self)  # before any serve thread exists: every line of every call is prefixed
+        if self.host is not None:  # before any serve thread exists: every line of every call goes through it
+            install_prefixing(self, bool(self.settings.get("prefix_output")))
         self.progress.start()
 
     def _on_shutdown(self) -> None:

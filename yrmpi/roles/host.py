@@ -24,6 +24,7 @@ from typing import Any
 import cloudpickle
 
 from ..core import errors
+from ..core.groups import call_failed
 from ..core.errors import InstanceExit, InstanceExitedError, YRRuntimeError, error_info
 from ..core.messages import Call, Construct, Drained, Ended, Probe, ProbeResult, Result, Terminate
 from ..core.rank import Rank
@@ -68,6 +69,8 @@ class Host:
         self.early: dict[int, list[tuple]] = {}  # calls that overtook their constructor
         self.gone: dict[int, tuple] = {}  # ended instances: error info for late callers
         self.origin = f"rank {here.rank} on {socket.gethostname()}, pid {os.getpid()}"
+        global _serving_pid
+        _serving_pid = os.getpid()
 
     # -- messages --------------------------------------------------------------------------
     def handlers(self) -> dict[type, Callable[..., None]]:
@@ -200,7 +203,9 @@ class Host:
             self.here.send(caller, Result(call_id, False, inst.ended))
             return
         except BaseException as exc:  # (any other: a serve thread never dies of a call)
-            self.here.send(caller, Result(call_id, False, error_info(exc, self._origin(inst))))
+            where = f"{inst.cls_name}.{method}, {inst.label} on {self.origin}"
+            self.here.send(caller, Result(call_id, False, error_info(exc, self._origin(inst), where)))
+            call_failed(self.here, inst, exc)  # after the result: the caller hears the cause first
         if inst.oneshot:
             self._end(inst, InstanceExitedError(f"{inst.label} finished"), run_hook=False)
 
@@ -210,7 +215,7 @@ class Host:
         except InstanceTornDown:
             return
         except BaseException as exc:
-            info = error_info(exc, self._origin(inst))
+            info = error_info(exc, self._origin(inst), f"{inst.cls_name}.__init__, {inst.label} on {self.origin}")
             self._end(inst, None, run_hook=False, info=info, reason=f"constructor raised {exc!r}")
             return
         inst.constructed = True
@@ -277,7 +282,25 @@ class Host:
 def _call_resolved(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
     """The instance's code: its arguments' refs resolved (a wait), then the call."""
     args, kwargs = _resolve_refs(args, kwargs)
-    return fn(*args, **kwargs)
+    try:
+        value = fn(*args, **kwargs)
+    except BaseException:
+        _exit_if_forked(1)
+        raise
+    _exit_if_forked(0)
+    return value
+
+
+_serving_pid = os.getpid()  # the rank's own process (set again by Host, in case of a fork before)
+
+
+def _exit_if_forked(code: int) -> None:
+    """A process forked inside a call that returns into yrmpi must not touch MPI: its copy of
+    the rank's MPI state would corrupt the job (rank 0 crashed on its messages). It ends here."""
+    if os.getpid() != _serving_pid:
+        os.write(2, b"yrmpi: a process forked inside an instance's call returned into yrmpi; it exits "
+                    b"(end forked children with os._exit)\n")
+        os._exit(code)
 
 
 def _resolve_refs(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
