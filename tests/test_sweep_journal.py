@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import io
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -40,47 +40,27 @@ class Clock:
 # ----------------------------------------------------------------- appending
 
 
-def test_append_is_one_write_then_flush_then_fsync(tmp_path: Path, monkeypatch) -> None:
+def test_append_is_one_write_then_fsync(tmp_path: Path, monkeypatch) -> None:
+    """One write call of the whole line on an O_APPEND | O_NOFOLLOW fd, then fsync."""
     calls: list[tuple] = []
-    real_open = open
+    real_open_append, real_write_all, real_fsync = journal_mod.open_append, journal_mod.write_all, os.fsync
 
-    class Spy(io.RawIOBase):
-        def __init__(self, f) -> None:
-            self.f = f
+    def spy_open(path):
+        fd = real_open_append(path)
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        calls.append(("open", Path(path).name, bool(flags & os.O_APPEND)))
+        return fd
 
-        def write(self, data):
-            calls.append(("write", bytes(data)))
-            return self.f.write(data)
-
-        def flush(self):
-            calls.append(("flush",))
-            return self.f.flush()
-
-        def fileno(self):
-            return self.f.fileno()
-
-        def tell(self):
-            return self.f.tell()
-
-        def close(self):
-            self.f.close()
-
-    def spy_open(path, mode="r", *args, **kwargs):
-        f = real_open(path, mode, *args, **kwargs)
-        if Path(path).name == JOURNAL_NAME and "a" in mode:
-            calls.append(("open", mode))
-            return Spy(f)
-        return f
-
-    real_fsync = os.fsync
-    monkeypatch.setattr(journal_mod, "open", spy_open, raising=False)
+    monkeypatch.setattr(journal_mod, "open_append", spy_open)
+    monkeypatch.setattr(journal_mod, "write_all",
+                        lambda fd, data: (calls.append(("write", bytes(data))), real_write_all(fd, data))[1])
     monkeypatch.setattr(journal_mod.os, "fsync",
                         lambda fd: (calls.append(("fsync",)), real_fsync(fd))[1])
     j = Journal(tmp_path, clock=lambda: 5.0)
     j._prepare()
     calls.clear()
     rec = j.finished("abc", {"loss": 0.5}, wall=12.5)
-    assert calls[0] == ("open", "ab")
+    assert calls[0] == ("open", JOURNAL_NAME, True)
     writes = [c for c in calls if c[0] == "write"]
     assert len(writes) == 1
     line = writes[0][1]
@@ -88,7 +68,7 @@ def test_append_is_one_write_then_flush_then_fsync(tmp_path: Path, monkeypatch) 
     assert json.loads(line) == rec == {"ts": 5.0, "event": "finished", "exp": "abc",
                                        "metrics": {"loss": 0.5}, "wall": 12.5}
     names = [c[0] for c in calls]
-    assert names.index("write") < names.index("flush") < names.index("fsync")
+    assert names.index("write") < names.index("fsync")
 
 
 def test_every_event_helper_and_fields(tmp_path: Path) -> None:

@@ -93,7 +93,7 @@ def test_exit_code() -> None:
     failed_once = finished[1:] + [{"event": "failed", "exp": a}]
     assert exit_code(cfg, experiments, failed_once) == sweep.EXIT_INTERRUPTED == 75  # a retry is left
     failed_twice = failed_once + [{"event": "failed", "exp": a}]
-    assert exit_code(cfg, experiments, failed_twice) == sweep.EXIT_FAILED == 1
+    assert exit_code(cfg, experiments, failed_twice) == sweep.EXIT_FAILED == 3
     assert exit_code(cfg, experiments, [r for r in finished if r["exp"] != b]) == 75
 
 

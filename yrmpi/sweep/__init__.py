@@ -32,14 +32,18 @@ from .config import (
 from .journal import (
     CONFIG_NAME,
     EVENTS,
+    FINGERPRINT_KEYS,
     JOURNAL_NAME,
     ExperimentState,
     Journal,
+    check_fingerprint,
     fold,
+    json_safe,
     read_journal,
     resume_plan,
     write_resolved_config,
 )
+from .output import LOCK_NAME, SweepLock, check_output
 from .plan import CapacityPlan, experiment_demands, format_plan, plan_capacity, ranks_from_usage
 from .report import (
     best,
@@ -52,7 +56,7 @@ from .report import (
     status_line,
     write_results,
 )
-from .runner import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from .runner import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOST, EXIT_OK, EXIT_OUTPUT
 from .trial import Trial
 
 __all__ = [
@@ -62,8 +66,12 @@ __all__ = [
     "EXIT_CONFIG",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
+    "EXIT_LOST",
     "EXIT_OK",
+    "EXIT_OUTPUT",
+    "FINGERPRINT_KEYS",
     "JOURNAL_NAME",
+    "LOCK_NAME",
     "TOP_KEYS",
     "CapacityPlan",
     "Constant",
@@ -76,9 +84,12 @@ __all__ = [
     "Resources",
     "SweepConfig",
     "SweepConfigError",
+    "SweepLock",
     "Trial",
     "apply_overrides",
     "best",
+    "check_fingerprint",
+    "check_output",
     "expand",
     "expand_env",
     "experiment_demands",
@@ -86,6 +97,7 @@ __all__ = [
     "fold",
     "format_plan",
     "import_entry",
+    "json_safe",
     "load",
     "load_dict",
     "metric_value",

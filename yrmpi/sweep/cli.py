@@ -8,6 +8,7 @@ drives the sweep and the others host instances (script.spmd, as for job scripts)
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -16,19 +17,22 @@ from typing import Callable
 
 from .. import launch
 from ..core.errors import YRRuntimeError
+from ..core.log import install_default_handler
+from ..launch import EXIT_CODES, EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_LOST, EXIT_OK, EXIT_OUTPUT
 from .config import SweepConfigError, expand, load
-from .journal import write_resolved_config
+from .journal import check_fingerprint, fold, read_journal, resume_plan, write_resolved_config
+from .output import output_error
 from .report import report
 from .runner import (
-    EXIT_CONFIG,
-    EXIT_OK,
     SweepOptions,
     drive,
     dry_run_ranks,
+    exit_code,
     fresh_requested,
     ignore_stop_signals,
     launcher_rank,
     load_config,
+    open_output,
     plan_text,
     prepare_output,
     size_launch,
@@ -37,6 +41,8 @@ from .runner import (
 )
 
 __all__ = ["report_command", "sweep_command"]
+
+launch_log = logging.getLogger("yrmpi")
 
 
 def _at_least(minimum: int) -> Callable[[str], int]:
@@ -57,7 +63,8 @@ def _sweep_parser() -> argparse.ArgumentParser:
         prog="yrmpi sweep",
         description="Run the experiments of a sweep YAML on MPI ranks: one supervisor plus its workers per "
         "experiment, as many at once as the ranks hold. Rerunning resumes from the output folder's journal. "
-        "Exit codes: 0 all finished, 1 some failed, 2 config error, 75 stopped by SIGTERM/SIGUSR1 (rerun to "
+        "Exit codes: 0 all finished, 2 bad input (nothing ran), 3 some experiments failed, 69 the job was lost "
+        "(rerun to resume), 73 the output folder failed during the run, 75 stopped with work left (rerun to "
         "resume). See docs/sweeps.md.")
     p.add_argument("file", help="the sweep YAML")
     p.add_argument("--dry-run", action="store_true", help="print the plan (experiments, ranks, waves) and exit")
@@ -89,6 +96,8 @@ def _dry_run(opts: SweepOptions, np: int | None) -> int:
         return EXIT_OK
     config = load_config(opts)
     experiments = expand(config)
+    if not fresh_requested(opts):
+        check_fingerprint(config.output, config.to_dict())
     todo = todo_for(config, experiments, fresh_requested(opts))
     world = dry_run_ranks() if launch.under_mpi() else None
     ranks, plan = size_launch(config, len(todo), ranks=world or np)
@@ -102,23 +111,51 @@ def _dry_run(opts: SweepOptions, np: int | None) -> int:
 
 
 def _launch(opts: SweepOptions, ns: argparse.Namespace, argv: list[str]) -> int:
-    """Check and size on this machine, then run the same command under mpiexec."""
+    """Check and size on this machine, then run the same command under mpiexec.
+
+    This process holds the output folder's lock for the whole MPI job (the kernel drops it if
+    the process dies), so a second `yrmpi sweep` on the folder fails at once with one line.
+    """
     config = load_config(opts)
     experiments = expand(config)
-    todo = todo_for(config, experiments, fresh_requested(opts))
-    if not todo:  # nothing to run: report without starting MPI
-        out, records, warnings = prepare_output(config, opts)
-        for warning in warnings:
-            print(f"warning: {warning}")
-        print(f"sweep {config.name}: nothing left to run in {out}")
-        write_resolved_config(out, config.to_dict())
-        return summarize(config, experiments, out, records)
-    ranks, _ = size_launch(config, len(todo), ranks=ns.np)
-    cmd = launch.command(ranks, [sys.executable, "-m", "yrmpi", "sweep", *argv], mpiexec=ns.mpiexec,
-                         extra=ns.mpi_arg)
-    print(f"yrmpi sweep: launching {ranks} ranks on this machine (1 driver + {ranks - 1} host ranks)", flush=True)
-    # Open MPI's mpiexec ends the job on SIGTERM but hands SIGUSR1 to the ranks: ask for a graceful stop.
-    return launch.run(cmd, translate={signal.SIGTERM: signal.SIGUSR1})
+    lock = open_output(config, experiments, opts)
+    try:
+        todo = todo_for(config, experiments, fresh_requested(opts))
+        if not todo:  # nothing to run: report without starting MPI
+            out, records, warnings = prepare_output(config, opts)
+            for warning in warnings:
+                launch_log.warning("warning: %s", warning)
+            print(f"sweep {config.name}: nothing left to run in {out}")
+            write_resolved_config(out, config.to_dict())
+            return summarize(config, experiments, out, records)
+        ranks, _ = size_launch(config, len(todo), ranks=ns.np)
+        cmd = launch.command(ranks, [sys.executable, "-m", "yrmpi", "sweep", *argv], mpiexec=ns.mpiexec,
+                             extra=ns.mpi_arg)
+        print(f"yrmpi sweep: launching {ranks} ranks on this machine (1 driver + {ranks - 1} host ranks)",
+              flush=True)
+        lock.export()
+        # Open MPI's mpiexec ends the job on SIGTERM but hands SIGUSR1 to the ranks: ask for a graceful stop.
+        rc = launch.run(cmd, translate={signal.SIGTERM: signal.SIGUSR1})
+        return _job_code(rc, config, experiments)
+    finally:
+        lock.release()
+
+
+def _job_code(rc: int, config, experiments) -> int:  # noqa: ANN001 - SweepConfig, list[Experiment]
+    """The code of a launched job: the driver's own when it gave one of the sweep's codes,
+    else what the journal says is left (mpiexec's failures, rank 0 killed, a traceback)."""
+    if rc in EXIT_CODES:
+        return rc
+    records, _ = read_journal(Path(config.output))
+    if not resume_plan(experiments, fold(records), config.retries):
+        return exit_code(config, experiments, records)
+    if rc > 128:  # mpiexec (or the driver) ended by signal rc - 128: stopped, with work left
+        code, what = EXIT_INTERRUPTED, f"ended by signal {rc - 128}"
+    else:
+        code, what = EXIT_LOST, f"ended with code {rc} (rank 0, a node or MPI failed; see above)"
+    launch_log.warning("yrmpi sweep: the MPI job %s with experiments left; run the same command again to "
+                       "resume (exit code %d)", what, code)
+    return code
 
 
 def sweep_command(argv: list[str]) -> int:
@@ -128,6 +165,7 @@ def sweep_command(argv: list[str]) -> int:
     ns = _sweep_parser().parse_args(argv)
     opts = _options(ns)
     alias_yr()  # entry files may say `import yr`
+    install_default_handler()
     try:
         if ns.dry_run:
             return _dry_run(opts, ns.np)
@@ -137,9 +175,13 @@ def sweep_command(argv: list[str]) -> int:
     except SweepConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
+    except OSError as exc:  # the output folder failed after it was checked (a full disk)
+        where = Path(os.fsdecode(exc.filename)) if exc.filename else Path(opts.output or ".").absolute()
+        print(f"yrmpi sweep: {output_error(where, exc, 'write to')}", file=sys.stderr)
+        return EXIT_OUTPUT
     except YRRuntimeError as exc:  # no mpiexec, one rank under srun, ...
         print(f"yrmpi sweep: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_LOST
 
 
 def report_command(argv: list[str]) -> int:

@@ -14,11 +14,17 @@ Line fields: ``ts`` (unix seconds), ``event``, ``exp`` (experiment id), and per 
 - ``failed``:      ``error`` (one line), ``traceback``, ``wall`` (optional)
 - ``retried``:     ``attempt`` (the attempt about to start), optional ``reason``
 - ``interrupted``: ``reason`` (e.g. "SIGTERM"), ``wall`` (optional)
+
+One more line, ``event: "sweep"`` (``exp`` empty), says which sweep the journal belongs to:
+``fingerprint`` (a hash of :data:`FINGERPRINT_KEYS` of the resolved config) and ``config``
+(those values), so a resume with a changed config is refused instead of mixing results.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -29,16 +35,21 @@ from typing import Any
 
 import yaml
 
-from ._fs import atomic_write, fsync_dir
-from .config import Experiment
+from ._fs import atomic_write, fsync_dir, open_append, write_all
+from .config import Experiment, SweepConfigError
 
 __all__ = [
     "CONFIG_NAME",
     "EVENTS",
+    "FINGERPRINT_KEYS",
     "JOURNAL_NAME",
+    "SWEEP_EVENT",
     "ExperimentState",
     "Journal",
+    "check_fingerprint",
+    "fingerprint",
     "fold",
+    "json_safe",
     "read_journal",
     "resume_plan",
     "write_resolved_config",
@@ -47,6 +58,12 @@ __all__ = [
 JOURNAL_NAME = "journal.jsonl"
 CONFIG_NAME = "config.yaml"
 EVENTS = ("queued", "started", "finished", "failed", "retried", "interrupted")
+SWEEP_EVENT = "sweep"  # the journal's first line: which sweep it belongs to
+#: What changes an experiment's result besides its params and seed: a journal started with
+#: other values of these holds results of another sweep.
+FINGERPRINT_KEYS = ("name", "entry", "init", "workers", "resources", "params")
+_MAX_DEPTH = 64  # nesting kept in a journaled value; deeper is stored as text
+logger = logging.getLogger("yrmpi")
 # Status shown to users for the latest event: "retried" means "waiting to run again".
 _STATUS = {"queued": "queued", "started": "running", "finished": "finished",
            "failed": "failed", "retried": "queued", "interrupted": "interrupted"}
@@ -64,9 +81,157 @@ def _json_default(value: Any) -> Any:
     return repr(value)
 
 
+def _repr(value: Any) -> str:
+    try:
+        return _clean_text(repr(value))
+    except Exception:  # an int of more than 4300 digits, a __repr__ that raises
+        return f"<unrepresentable {type(value).__name__}>"
+
+
+def _clean_text(text: str) -> str:
+    """Lone surrogates (``os.fsdecode`` of a non-UTF-8 name) as ``\\udcxx`` escapes."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def json_safe(value: Any, where: str = "value") -> tuple[Any, list[str]]:
+    """(a copy of ``value`` that JSON and UTF-8 can always hold, what had to change).
+
+    Lone surrogates become ``\\udcxx`` escapes, cycles and nesting deeper than 64 levels the
+    text ``<cycle>``/``repr``, other objects their ``item()``/``tolist()`` or ``repr``, ints
+    too long for JSON their repr or a placeholder; each change is one line naming its key.
+    """
+    notes: list[str] = []
+    on_path: set[int] = set()
+
+    def walk(v: Any, path: str, depth: int) -> Any:
+        if v is None or isinstance(v, (bool, float)):
+            return v
+        if isinstance(v, int):
+            if v.bit_length() > 4000:  # json.dumps refuses more than 4300 digits
+                notes.append(f"{path}: an integer of {v.bit_length()} bits, stored as text")
+                return _repr(v)
+            return int(v)
+        if isinstance(v, str):
+            clean = _clean_text(v)
+            if clean is not v and clean != v:
+                notes.append(f"{path}: text with a lone surrogate (not UTF-8), stored escaped")
+            return clean
+        if isinstance(v, (dict, list, tuple)):
+            if id(v) in on_path:
+                notes.append(f"{path}: a value that contains itself, stored as '<cycle>'")
+                return "<cycle>"
+            if depth >= _MAX_DEPTH:
+                notes.append(f"{path}: nested deeper than {_MAX_DEPTH} levels, stored as text")
+                return _repr(v)[:10_000]
+            on_path.add(id(v))
+            try:
+                if isinstance(v, dict):
+                    out = {}
+                    for k, item in list(v.items()):
+                        key = k if isinstance(k, str) else _repr(k) if not isinstance(
+                            k, (int, float, bool)) or k is None else json.dumps(k)
+                        key = _clean_text(key)
+                        out[key] = walk(item, f"{path}.{key}", depth + 1)
+                    return out
+                return [walk(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(list(v))]
+            finally:
+                on_path.discard(id(v))
+        converted = _json_default(v)
+        if converted is v or type(converted) is type(v):
+            return _repr(v)
+        return walk(converted, path, depth + 1)
+
+    try:
+        return walk(value, where, 0), notes
+    except Exception as exc:  # a container whose iteration raises, ...
+        return _repr(value), [*notes, f"{where}: could not be read ({type(exc).__name__}), stored as text"]
+
+
 def _dumps(record: Mapping[str, Any]) -> str:
-    return json.dumps(record, default=_json_default, ensure_ascii=False,
-                      separators=(",", ":"))
+    """One JSON line; a value JSON or UTF-8 cannot take is stored in a safe form, never raised."""
+    try:
+        text = json.dumps(record, default=_json_default, ensure_ascii=False,
+                          separators=(",", ":"))
+        text.encode("utf-8")
+        return text
+    except (TypeError, ValueError, RecursionError, UnicodeEncodeError):
+        pass
+    safe, notes = json_safe(dict(record), "record")
+    for note in notes:
+        logger.warning("warning: journal %s %s: %s", record.get("event"), record.get("exp"), note)
+    return json.dumps(safe, ensure_ascii=False, separators=(",", ":"))
+
+
+def fingerprint(config: Mapping[str, Any]) -> tuple[str, dict]:
+    """(hash, values) of :data:`FINGERPRINT_KEYS` of a resolved config (``SweepConfig.to_dict()``)."""
+    values = {k: config.get(k) for k in FINGERPRINT_KEYS}
+    values, _ = json_safe(values)
+    blob = json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16], values
+
+
+def _brief(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    out = []
+    for key in FINGERPRINT_KEYS:
+        a, b = old.get(key), new.get(key)
+        if json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str):
+            continue
+        if isinstance(a, dict) and isinstance(b, dict) and key in ("params", "init", "resources"):
+            names = [k for k in dict.fromkeys([*a, *b])
+                     if json.dumps(a.get(k), sort_keys=True, default=str)
+                     != json.dumps(b.get(k), sort_keys=True, default=str)]
+            out.append(f"{key} ({', '.join(map(str, names))})")
+        else:
+            out.append(f"{key} {_brief(a)} -> {_brief(b)}")
+    return out
+
+
+def check_fingerprint(directory: str | os.PathLike, config: Mapping[str, Any],
+                      records: Sequence[Mapping[str, Any]] | None = None) -> None:
+    """Raise SweepConfigError (one line) when the folder's journal belongs to another sweep.
+
+    The journal's ``sweep`` line is compared; a journal from before fingerprints is compared
+    with the folder's ``config.yaml``.  An empty or missing journal matches anything.
+    """
+    directory = Path(directory)
+    if records is None:
+        records, _ = read_journal(directory)
+    if not records:
+        return
+    old: Mapping[str, Any] | None = None
+    for r in records:
+        if r.get("event") == SWEEP_EVENT and isinstance(r.get("config"), dict):
+            old = r["config"]
+    if old is None:
+        old = _legacy_fields(directory)
+        if old is None:
+            return
+    _, new = fingerprint(config)
+    _, old = fingerprint(old)
+    changed = _changes(old, new)
+    if changed:
+        raise SweepConfigError(
+            f"{directory / JOURNAL_NAME}: found the journal of a different sweep (changed: "
+            f"{'; '.join(changed)}), expected the sweep it was started with; start over with "
+            f"--fresh (the earlier files move to {directory}/previous-<time>/) or choose a new "
+            "output folder (-o DIR)")
+
+
+def _legacy_fields(directory: Path) -> dict | None:
+    try:
+        raw = yaml.safe_load((directory / CONFIG_NAME).read_text(encoding="utf-8"))
+    except Exception:
+        return None
+    return raw if isinstance(raw, dict) else None
 
 
 class Journal:
@@ -86,19 +251,36 @@ class Journal:
         and both lines would be lost.
         """
         self.directory.mkdir(parents=True, exist_ok=True)
-        created = not self.path.exists()
-        with open(self.path, "ab") as f:
-            if f.tell() > 0:
-                with open(self.path, "rb") as r:
-                    r.seek(-1, os.SEEK_END)
-                    last = r.read(1)
-                if last != b"\n":
-                    f.write(b"\n")
-            f.flush()
-            os.fsync(f.fileno())
+        created = not os.path.lexists(self.path)
+        fd = open_append(self.path)
+        try:
+            size = os.fstat(fd).st_size
+            if size > 0 and os.pread(fd, 1, size - 1) != b"\n":
+                write_all(fd, b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         if created:
             fsync_dir(self.directory)
         self._ready = True
+
+    def _write(self, data: bytes) -> None:
+        fd = open_append(self.path)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def sweep(self, config: Mapping[str, Any]) -> dict:
+        """Record which sweep this journal belongs to (see :func:`check_fingerprint`)."""
+        if not self._ready:
+            self._prepare()
+        digest, values = fingerprint(config)
+        record = {"ts": self._clock(), "event": SWEEP_EVENT, "exp": "", "fingerprint": digest,
+                  "config": values}
+        self._write((_dumps(record) + "\n").encode("utf-8"))
+        return record
 
     def append(self, event: str, exp: str, **fields: Any) -> dict:
         """Durably append one record and return it (one write call, flush, fsync)."""
@@ -107,11 +289,7 @@ class Journal:
         if not self._ready:
             self._prepare()
         record = {"ts": self._clock(), "event": event, "exp": exp, **fields}
-        data = (_dumps(record) + "\n").encode("utf-8")
-        with open(self.path, "ab") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        self._write((_dumps(record) + "\n").encode("utf-8"))
         return record
 
     def queued(self, experiment: Experiment) -> dict:
@@ -131,11 +309,7 @@ class Journal:
                     "seed": e.seed, "index": e.index} for e in experiments]
         if not records:
             return records
-        data = "".join(_dumps(r) + "\n" for r in records).encode("utf-8")
-        with open(self.path, "ab") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        self._write("".join(_dumps(r) + "\n" for r in records).encode("utf-8"))
         return records
 
     def started(self, exp: str, attempt: int | None = None, **extra: Any) -> dict:
@@ -177,12 +351,14 @@ def read_journal(path: str | os.PathLike) -> tuple[list[dict], list[str]]:
     an empty journal (the sweep has not started yet).
     """
     p = Path(path)
-    if p.is_dir():
+    if p.is_dir() and p.name != JOURNAL_NAME:
         p = p / JOURNAL_NAME
     try:
         data = p.read_bytes()
     except FileNotFoundError:
         return [], []
+    except OSError as e:  # a directory named journal.jsonl, no permission, ...
+        return [], [f"{p}: cannot be read ({e.strerror or e}); treated as empty"]
     records: list[dict] = []
     warnings: list[str] = []
     lines = data.split(b"\n")
@@ -191,14 +367,18 @@ def read_journal(path: str | os.PathLike) -> tuple[list[dict], list[str]]:
         if not raw.strip():
             continue
         record = _parse(raw)
-        if record is None:
+        if isinstance(record, str):
+            warnings.append(f"{p}:{number}: skipped a line with {record}")
+        elif record is None:
             warnings.append(f"{p}:{number}: skipped an unreadable line ({len(raw)} bytes; "
                             "a torn write from an earlier crash?)")
         else:
             records.append(record)
     if tail.strip():
         record = _parse(tail)
-        if record is None:
+        if isinstance(record, str):
+            warnings.append(f"{p}:{len(lines) + 1}: skipped a line with {record}")
+        elif record is None:
             warnings.append(f"{p}:{len(lines) + 1}: ignored an incomplete last line "
                             f"({len(tail)} bytes; the job was probably killed mid-write)")
         else:
@@ -206,14 +386,60 @@ def read_journal(path: str | os.PathLike) -> tuple[list[dict], list[str]]:
     return records, warnings
 
 
-def _parse(raw: bytes) -> dict | None:
+def _is_num(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# Fields each event must (required) or may (optional) have, with their JSON types: a line that
+# breaks these was not written by a sweep (forged, edited, another program) and is skipped.
+_REQUIRED: dict[str, dict[str, Callable[[Any], bool]]] = {
+    "finished": {"metrics": lambda v: isinstance(v, dict), "wall": _is_num},
+}
+_OPTIONAL: dict[str, Callable[[Any], bool]] = {
+    "ts": _is_num, "params": lambda v: isinstance(v, dict),
+    "seed": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "index": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "attempt": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "error": lambda v: isinstance(v, str), "traceback": lambda v: isinstance(v, str),
+    "reason": lambda v: isinstance(v, str), "wall": lambda v: v is None or _is_num(v),
+}
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth, without recursion (a forged line may nest thousands of levels)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, d)
+            if d > _MAX_DEPTH:
+                return d
+            stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def _parse(raw: bytes) -> dict | str | None:
+    """The record; None for a torn/unreadable line; a reason (str) for a malformed record."""
     try:
         record = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
-    if (not isinstance(record, dict) or record.get("event") not in EVENTS
-            or not isinstance(record.get("exp"), str)):
+    if not isinstance(record, dict):
         return None
+    event = record.get("event")
+    if event == SWEEP_EVENT:
+        return record if isinstance(record.get("config"), dict) else "a malformed sweep record"
+    if event not in EVENTS or not isinstance(record.get("exp"), str):
+        return None
+    if _depth(record) > _MAX_DEPTH + 2:
+        return f"values nested deeper than {_MAX_DEPTH} levels (not written by a sweep)"
+    for key, ok in _REQUIRED.get(event, {}).items():
+        if key not in record or not ok(record[key]):
+            what = "no" if key not in record else "a malformed"
+            return f"a {event!r} record with {what} {key!r} (incomplete or not written by a sweep)"
+    for key, ok in _OPTIONAL.items():
+        if key in record and not ok(record[key]):
+            return f"a {event!r} record with a malformed {key!r} (not written by a sweep)"
     return record
 
 

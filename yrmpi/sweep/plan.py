@@ -19,7 +19,10 @@ from ..scheduling.placement import Demand, Placement, RankCapacity
 from ._text import fmt_params, fmt_value, split_params, table
 from .config import Experiment, Grid, Resources, SweepConfig, SweepConfigError
 
-__all__ = ["CapacityPlan", "experiment_demands", "format_plan", "plan_capacity",
+#: Most instances one plan simulates (experiments x (1 + workers)); planning time is linear in it.
+MAX_SIMULATED = 1_000_000
+
+__all__ = ["MAX_SIMULATED", "CapacityPlan", "experiment_demands", "format_plan", "plan_capacity",
            "ranks_from_usage"]
 
 
@@ -102,7 +105,8 @@ def plan_capacity(config: SweepConfig, ranks: Sequence[RankCapacity], n_experime
             raise SweepConfigError(f"{config.source}: resources.{role}: found a {role} that "
                                    f"fits no rank ({why}), expected a demand some rank can hold")
     fit = 0
-    limit = max(n_experiments, 1)
+    # Instances without demand fit without end: simulate at most MAX_SIMULATED of them.
+    limit = max(min(n_experiments, MAX_SIMULATED // (workers + 1)), 1)
     while fit < limit and _place_experiment(p, sup, wrk, workers, fit, policy):
         fit += 1
 
@@ -132,7 +136,10 @@ def plan_capacity(config: SweepConfig, ranks: Sequence[RankCapacity], n_experime
             naive = min(naive, sum(r.custom.get(name, 0) for r in ranks) // amount)
 
     concurrency = fit
-    if fit >= limit:
+    if fit >= limit and limit < n_experiments:
+        at_once = f"at least {fit} at once (the simulation stops at {MAX_SIMULATED} instances)"
+        fit = concurrency = n_experiments
+    elif fit >= limit:
         at_once = f"all {fit} fit at once" if n_experiments > 1 else "it fits"
     else:
         at_once = f"{fit} at once"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import math
 import os
 import signal
@@ -30,33 +31,58 @@ from typing import Any, Callable
 
 from ..core.errors import YRInvokeError
 from ..core.options import Config, InvokeOptions
-from ..launch import EXIT_INTERRUPTED, launcher_rank  # 75: stopped by a signal, rerun to resume
+from ..launch import (  # the exit codes, defined once (docs/sweeps.md has the table)
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_LOST,
+    EXIT_OK,
+    EXIT_OUTPUT,
+    launcher_rank,
+)
 from ..scheduling.placement import RankCapacity
 from .config import Experiment, Resources, SweepConfig, SweepConfigError, expand, import_entry, load
-from .journal import CONFIG_NAME, JOURNAL_NAME, Journal, fold, read_journal, resume_plan, write_resolved_config
+from .config.types import MAX_RANKS
+from .journal import (
+    CONFIG_NAME,
+    JOURNAL_NAME,
+    SWEEP_EVENT,
+    Journal,
+    check_fingerprint,
+    fold,
+    json_safe,
+    read_journal,
+    resume_plan,
+    write_resolved_config,
+)
+from .output import SweepLock, check_output, output_error
 from .plan import CapacityPlan, format_plan, plan_capacity, ranks_from_usage
 from .report import PLOT_PNG, RESULTS_CSV, SUMMARY_JSON, normalize_metrics, plot, report, status_line
 from .report import write_results as _write_results
 from .trial import Trial
 
 __all__ = [
-    "EXIT_CONFIG", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "STOP_SIGNALS", "StopRequest",
-    "SweepOptions", "SweepRunner", "describe_error", "drive", "dry_run_ranks", "exit_code", "fresh_requested",
-    "ignore_stop_signals", "launcher_rank", "load_config", "local_ranks", "plan_text", "prepare_output",
-    "size_launch", "summarize", "todo_for",
+    "EXIT_CONFIG", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_LOST", "EXIT_OK", "EXIT_OUTPUT", "STOP_SIGNALS",
+    "StopRequest", "SweepOptions", "SweepRunner", "describe_error", "drive", "dry_run_ranks", "exit_code",
+    "fresh_requested",
+    "ignore_stop_signals", "launcher_rank", "load_config", "local_ranks", "open_output", "plan_text",
+    "prepare_output", "size_launch", "summarize", "todo_for",
 ]
 
-EXIT_OK = 0  # every experiment finished
-EXIT_FAILED = 1  # the sweep ran to the end but some experiments failed (results are written)
-EXIT_CONFIG = 2  # a mistake in the YAML or the command line; nothing ran
-
+logger = logging.getLogger("yrmpi")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 POLL_S = 0.5  # longest the loop waits on results before it looks at the stop flag again
 MACHINE_FILE_NAMES = (JOURNAL_NAME, CONFIG_NAME, RESULTS_CSV, SUMMARY_JSON, PLOT_PNG)
 
 
 def _log(message: str) -> None:
+    """The command's own output: plan, status lines, the report."""
     print(message, flush=True)
+
+
+def _warn(message: str) -> None:
+    """A diagnostic: through the `yrmpi` logger (stderr by default)."""
+    logger.warning("%s", message)
 
 
 # -- options and config ---------------------------------------------------------------------------
@@ -125,6 +151,20 @@ def prepare_output(config: SweepConfig, opts: SweepOptions) -> tuple[Path, list[
     return out, records, warnings
 
 
+def open_output(config: SweepConfig, experiments: Sequence[Experiment], opts: SweepOptions) -> SweepLock:
+    """Before anything is written: prove the output folder usable, take its lock, and refuse a
+    journal of another sweep (unless --fresh will move it aside). SweepConfigError otherwise."""
+    check_output(config.output, len(experiments), config.retries)
+    lock = SweepLock(config.output).acquire()
+    try:
+        if not fresh_requested(opts):
+            check_fingerprint(config.output, config.to_dict())
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
 # -- sizing a local launch ------------------------------------------------------------------------
 def local_ranks(hosts: int, conf: Config | None = None) -> list[RankCapacity]:
     """The host ranks a local launch of ``hosts + 1`` ranks gets (the runtime's own defaults)."""
@@ -136,6 +176,12 @@ def local_ranks(hosts: int, conf: Config | None = None) -> list[RankCapacity]:
             for rank in range(1, hosts + 1)]
 
 
+def _check_rank_count(ranks: int, what: str) -> None:
+    if ranks > MAX_RANKS:
+        raise SweepConfigError(f"{what}: found {ranks} ranks (1 driver + {ranks - 1} host ranks), expected at "
+                               f"most {MAX_RANKS} (1 driver + {MAX_RANKS - 1} host ranks)")
+
+
 def size_launch(config: SweepConfig, n_todo: int, ranks: int | None = None,
                 cores: int | None = None) -> tuple[int, CapacityPlan]:
     """(ranks to launch, plan on them) for `yrmpi sweep` on this machine.
@@ -145,8 +191,13 @@ def size_launch(config: SweepConfig, n_todo: int, ranks: int | None = None,
     machine's cores hold (at least one), never more than there are experiments to run; idle
     ranks cost no CPU, but a rank per worker of every experiment would swamp a laptop.
     Raises SweepConfigError when not even one experiment fits.
+
+    The fewest host ranks are searched from the bound that dividing cpu totals gives, by
+    doubling and then bisection (more ranks never hold fewer experiments): O(log n) plans of
+    O(n log n) each for n instances, instead of one plan per candidate count.
     """
     if ranks is not None:
+        _check_rank_count(ranks, "-n")
         return ranks, plan_capacity(config, local_ranks(ranks - 1), n_todo)
     per_experiment = config.supervisor_resources.cpu + config.workers * config.worker_resources.cpu
     cores = cores or os.cpu_count() or 1
@@ -157,19 +208,38 @@ def size_launch(config: SweepConfig, n_todo: int, ranks: int | None = None,
     else:
         wanted = max(n_todo, 1)
     wanted = max(min(wanted, n_todo), 1)
-    limit = wanted * (config.workers + 1)  # one rank per instance always suffices
+    limit = min(wanted * (config.workers + 1), MAX_RANKS - 1)  # one rank per instance always suffices
+    rank_cpu = Config().resolved().cpu_per_rank
+    low = math.ceil(wanted * per_experiment / rank_cpu) if rank_cpu > 0 else 1
+    low = min(max(low, 1), limit)
+
     best: tuple[int, int] | None = None  # (fit, hosts)
     error: SweepConfigError | None = None
-    for hosts in range(1, limit + 1):
-        try:
-            fit = plan_capacity(config, local_ranks(hosts), wanted).fit
-        except SweepConfigError as exc:
-            error = exc
-            continue
-        if best is None or fit > best[0]:
-            best = (fit, hosts)
-        if fit >= wanted:
-            break
+    tried: dict[int, int] = {}
+
+    def fit_on(hosts: int) -> int:
+        nonlocal best, error
+        if hosts not in tried:
+            try:
+                tried[hosts] = plan_capacity(config, local_ranks(hosts), wanted).fit
+            except SweepConfigError as exc:
+                error, tried[hosts] = exc, -1
+            fit = tried[hosts]
+            if fit >= 0 and (best is None or fit > best[0] or fit == best[0] and hosts < best[1]):
+                best = (fit, hosts)
+        return tried[hosts]
+
+    below, hosts = low - 1, low  # every count <= below is known (or assumed) too small
+    while fit_on(hosts) < wanted and hosts < limit:
+        below, hosts = hosts, min(hosts * 2, limit)
+    if fit_on(hosts) >= wanted:
+        while hosts - below > 1:  # the smallest count in (below, hosts] that holds them all
+            middle = (below + hosts) // 2
+            if fit_on(middle) >= wanted:
+                hosts = middle
+            else:
+                below = middle
+        best = (tried[hosts], hosts)
     if best is None:
         assert error is not None
         raise error
@@ -274,7 +344,7 @@ class SweepRunner:
     def __init__(self, config: SweepConfig, experiments: Sequence[Experiment], todo: Sequence[Experiment],
                  plan: CapacityPlan, journal: Journal, records: list[dict], stop: StopRequest,
                  log: Callable[[str], None] = _log, ranks: Sequence[RankCapacity] | None = None,
-                 creator: Any = None) -> None:
+                 creator: Any = None, warn: Callable[[str], None] = _warn) -> None:
         self.config = config
         self.experiments = list(experiments)
         self.known = {e.id for e in self.experiments}
@@ -284,6 +354,7 @@ class SweepRunner:
         self.records = records
         self.stop = stop
         self.log = log
+        self.warn = warn
         states = fold(records)
         self.attempts = {i: s.attempts for i, s in states.items()}
         self.failures = {i: s.failures for i, s in states.items()}
@@ -326,17 +397,36 @@ class SweepRunner:
         except Exception as exc:
             self._failed(run.exp, run.attempt, exc, wall, run.handle)
             return
-        metrics = normalize_metrics(result, self.config.metric)
+        metrics = self._recordable(run.exp, result)
         self._append(self.journal.finished(run.exp.id, metrics, wall))
         self._end(run.handle)
         metric = self.config.metric
         value = metrics.get(metric.name) if metric is not None else 0.0
         if metric is not None and not _is_finite_number(value):
-            got = f"{metric.name}={value!r}" if metric.name in metrics else \
-                f"keys: {', '.join(metrics) or 'none'}"
-            self.log(f"warning: experiment {run.exp.id}: {self.config.run}() returned no number for the metric "
-                     f"{metric.name!r} ({got}); it is recorded but not ranked. Return a dict of metrics "
-                     f"with {metric.name!r} in it")
+            shown = json_safe(value)[0]
+            got = f"{metric.name}={str(shown)[:80]!r}" if metric.name in metrics else \
+                f"keys: {', '.join(metrics)[:200] or 'none'}"
+            self.warn(f"warning: experiment {run.exp.id}: {self.config.run}() returned no number for the metric "
+                      f"{metric.name!r} ({got}); it is recorded but not ranked. Return a dict of metrics "
+                      f"with {metric.name!r} in it")
+
+    def _recordable(self, e: Experiment, result: Any) -> dict:
+        """The metrics to journal: whatever `run` returned, in a form JSON always takes.
+
+        A value JSON cannot encode (a lone surrogate from os.fsdecode, a dict that contains
+        itself, an object whose repr raises) is stored in a safe form with a warning naming
+        its key: nothing in a result may stop the sweep.
+        """
+        try:
+            metrics = normalize_metrics(result, self.config.metric)
+        except Exception as exc:
+            self.warn(f"warning: experiment {e.id}: its result could not be read ({type(exc).__name__}); "
+                      "stored as text")
+            metrics = {"result": f"<unreadable {type(result).__name__}>"}
+        safe, notes = json_safe(metrics, "metrics")
+        for note in notes:
+            self.warn(f"warning: experiment {e.id}: {note}")
+        return safe if isinstance(safe, dict) else {"result": safe}
 
     def _failed(self, e: Experiment, attempt: int, exc: BaseException, wall: float, handle: Any) -> None:
         line, tb = describe_error(exc)
@@ -385,7 +475,7 @@ class SweepRunner:
         try:
             handle.terminate()
         except Exception as exc:  # already gone: nothing to free
-            self.log(f"note: ending a supervisor raised {type(exc).__name__}: {exc}")
+            self.warn(f"note: ending a supervisor raised {type(exc).__name__}: {exc}")
 
     def _expire(self, now: float) -> None:
         for key, run in list(self.running.items()):
@@ -411,7 +501,7 @@ class SweepRunner:
         the next run resumes from."""
         if os.getppid() != self._ppid:
             print("yrmpi sweep: the launcher of this job is gone; stopping at once", file=sys.stderr, flush=True)
-            os._exit(EXIT_FAILED)
+            os._exit(EXIT_LOST)
 
     def run(self) -> bool:
         """Run until every experiment ended, or until a stop signal's grace period is over.
@@ -512,30 +602,49 @@ def _world_note(ranks: Sequence[RankCapacity]) -> str:
 
 
 def drive(opts: SweepOptions, stop: StopRequest | None = None) -> int:
-    """Rank 0 of `python -m yrmpi sweep FILE.yaml`: plan on the ranks there are, run, summarize."""
-    import yrmpi
+    """Rank 0 of `python -m yrmpi sweep FILE.yaml`: plan on the ranks there are, run, summarize.
 
+    Every way out is one of the exit codes: bad input (2) is one line on stderr, an output
+    folder that fails during the run (a full disk) is EXIT_OUTPUT with one line; the journal
+    stays consistent either way, so a rerun resumes.
+    """
     stop = stop or StopRequest()
     stop.install()
     try:
         config = load_config(opts)
+        experiments = expand(config)
+        lock = open_output(config, experiments, opts)
     except SweepConfigError as exc:
         print(exc, file=sys.stderr, flush=True)
         return EXIT_CONFIG
-    experiments = expand(config)
+    try:
+        return _drive(config, experiments, opts, stop)
+    except SweepConfigError as exc:
+        print(exc, file=sys.stderr, flush=True)
+        return EXIT_CONFIG
+    except OSError as exc:  # the disk filled up, the folder went read-only, ...
+        print(f"yrmpi sweep: {output_error(Path(config.output).absolute(), exc, 'write to')}; "
+              f"stopping (exit code {EXIT_OUTPUT}); the journal holds every result so far", file=sys.stderr,
+              flush=True)
+        return EXIT_OUTPUT
+    finally:
+        lock.release()
+
+
+def _drive(config: SweepConfig, experiments: list[Experiment], opts: SweepOptions, stop: StopRequest) -> int:
+    import yrmpi
+
     out, records, warnings = prepare_output(config, opts)
     for warning in warnings:
-        _log(f"warning: {warning}")
+        _warn(f"warning: {warning}")
+    check_fingerprint(out, config.to_dict(), records)
     states = fold(records)
     todo = resume_plan(experiments, states, config.retries)
     yrmpi.init()
     ranks = ranks_from_usage(yrmpi.resources())
-    try:
-        plan = plan_capacity(config, ranks, len(todo))
-        creator = _supervisor_creator(config)
-    except SweepConfigError as exc:
-        print(exc, file=sys.stderr, flush=True)
-        return EXIT_CONFIG
+    _check_rank_count(len(ranks) + 1, "the job")
+    plan = plan_capacity(config, ranks, len(todo))
+    creator = _supervisor_creator(config)
     known = {e.id for e in experiments}
     done = sum(1 for i, s in states.items() if i in known and s.status == "finished")
     failed = len(experiments) - done - len(todo)
@@ -546,8 +655,10 @@ def drive(opts: SweepOptions, stop: StopRequest | None = None) -> int:
     elif opts.resume:
         _log(f"--resume: no journal in {out} yet; starting from the beginning")
     journal = Journal(out)
-    write_resolved_config(out, config.to_dict())
     records = list(records)
+    if not any(r.get("event") == SWEEP_EVENT for r in records):
+        records.append(journal.sweep(config.to_dict()))
+    write_resolved_config(out, config.to_dict())
     records += journal.queued_many([e for e in experiments if e.id not in states])
     for e in experiments:
         st = states.get(e.id)
