@@ -201,10 +201,6 @@ def test_names_are_looked_up_and_freed_when_their_instance_ends(make_world):
     assert again.instance_id != h.instance_id
 
 
-@pytest.mark.xfail(strict=True, reason="Caller.on_placed re-keys the sharer's state under the instance id and "
-                   "overwrites the creator's own state when both are on one rank: the creator's handle no longer "
-                   "hears of its rank's death (calls to the dead rank are never answered), and after a restart "
-                   "neither handle's rank sends the constructor again")
 def test_a_name_shared_on_the_creators_rank_survives_a_restart(make_world):
     world = make_world(3)
     named = yr.InvokeOptions(name="svc", get_if_exists=True, recover_retry_times=1)

@@ -74,6 +74,7 @@ class InstanceState:
     received: int = 0  # elsewhere: handles that arrived here, to give back when all are dropped
     init: tuple | None = None  # at the creator: what the constructor needs, to recover the instance
     released: bool = False  # its last handle is gone and the terminate was sent
+    forward: InstanceState | None = None  # a shared named instance: the state this rank had first
 
 
 CONSTRUCT = object()  # in an instance's queue of messages waiting for placement: send the constructor here
@@ -161,8 +162,11 @@ class Caller:
             self.instances.pop(iid, None)
             state.iid = actual_iid
             state.owned_here = False
+            existing = self.instances.get(actual_iid)
+            if existing is not None:  # this rank knows it already (created it): one state for both handles
+                self._forward(state, existing)
+                return
             self.instances[actual_iid] = state
-            iid = actual_iid
         with state.lock:
             state.rank = rank
             pending, state.pending = state.pending, []
@@ -173,6 +177,23 @@ class Caller:
                     self.here.send_encoded(rank, item)
             if pending and rank == self.here.rank:
                 self.here.kick()
+
+    def _forward(self, state: InstanceState, existing: InstanceState) -> None:
+        """A second handle's state for an instance this rank already tracks: from now on its
+        calls, and the events about the instance (its rank died, it moved, it ended), go
+        through the state that was here first, so both handles see the same instance."""
+        state.forward = existing
+        for call in self.calls.values():
+            if call.state is state:
+                call.state = existing
+        with existing.lock:
+            if existing.rank is None:
+                existing.pending += state.pending
+                state.pending = []
+                return
+        pending, state.pending = state.pending, []
+        for item in pending:
+            self.here.send_encoded(existing.rank, item)
 
     def _readdress(self, encoded: tuple, iid: int) -> tuple:
         """A queued message (a Call or a Terminate) re-encoded for another instance id."""
@@ -263,6 +284,8 @@ class Caller:
     ) -> list[ObjectRef]:
         """Send a call (or queue it until the instance is placed); refs to its results."""
         here = self.here
+        if state.forward is not None:
+            state = state.forward
         if state.ended is not None:  # why it ended: terminated, its constructor raised, no room, ...
             raise state.ended
         if pending is None:
@@ -384,6 +407,7 @@ class Caller:
         return state
 
     def terminate(self, state: InstanceState, reason: str, graceful: bool, sync: bool = False) -> None:
+        state = state.forward or state
         if state.ended is None:
             self.end_instance(state, InstanceExitedError("this instance is terminated"))
         msg = Kill(state.iid, reason, graceful, self.here.rank, sync)
