@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
@@ -11,11 +12,15 @@ from . import launch
 
 def _run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="yrmpi run", description="Launch a yr-style job script on N MPI ranks on this machine "
-        "(rank 0 drives, the others host instances).")
+        prog="yrmpi run", description="Launch a yr-style job script on N MPI ranks, on this machine or on "
+        "the nodes given with --host/--hostfile (rank 0 drives, the others host instances).")
     parser.add_argument("-n", "--np", type=int, default=None,
                         help="number of ranks (default: YRMPI_NUM_RANKS or 9)")
     parser.add_argument("--mpiexec", default=None, help="mpiexec to use (default: the venv's)")
+    parser.add_argument("--host", default=None, metavar="HOSTS",
+                        help="nodes and their slots, e.g. nodeA:5,nodeB:4 (mpiexec --host); rank 0 runs on the first")
+    parser.add_argument("--hostfile", default=None, metavar="FILE",
+                        help="a hostfile of nodes and slots (mpiexec --hostfile)")
     parser.add_argument("--mpi-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for mpiexec (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the launch line and exit")
@@ -25,9 +30,14 @@ def _run(argv: list[str]) -> int:
     from .core.options import Config
 
     n = ns.np if ns.np is not None else Config().resolved().num_ranks
-    cmd = launch.command(n, [sys.executable, "-m", "yrmpi", ns.script, *ns.args],
-                         mpiexec=ns.mpiexec, extra=ns.mpi_arg)
+    hosts = (["--host", ns.host] if ns.host else []) + (["--hostfile", ns.hostfile] if ns.hostfile else [])
+    # An absolute script path: remote nodes start the ranks in this directory, not with this shell's.
+    script = os.path.abspath(ns.script) if hosts and os.path.exists(ns.script) else ns.script
+    cmd = launch.command(n, [sys.executable, "-m", "yrmpi", script, *ns.args],
+                         mpiexec=ns.mpiexec, extra=[*hosts, *ns.mpi_arg])
     if ns.dry_run:
+        if not launch.single_node(cmd) and launch.flavor(cmd[0]) == "openmpi":  # what launch.run adds
+            cmd = [cmd[0], *launch.forward_flags(launch.launch_env()), *cmd[1:]]
         print(" ".join(cmd))
         return 0
     return launch.run(cmd)
@@ -66,7 +76,7 @@ def _bench(argv: list[str]) -> int:
 
 # name -> (handler, one-line usage); handlers import their module lazily so `yrmpi run` stays light.
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
-    "run": (_run, "yrmpi run [-n N] script.py [args]      launch a job on N ranks"),
+    "run": (_run, "yrmpi run [-n N] [--host H] script.py   launch a job on N ranks"),
     "sweep": (_sweep, "yrmpi sweep FILE.yaml [--dry-run] ...  run (or resume) a YAML sweep"),
     "report": (_report, "yrmpi report DIR                       ranked table of a sweep's journal"),
     "slurm": (_slurm, "yrmpi slurm FILE.yaml [-o F] [--submit]  write (and submit) a Slurm batch script"),

@@ -26,6 +26,7 @@ def run_script(path: str, args: list[str]) -> int:
     alias_yr()
     if not os.path.isfile(path):
         print(f"yrmpi: no such script: {path}", file=sys.stderr)
+        launch.record(2)  # (rank 0: the launcher reports the driver's code, not a lost job)
         return 2
     if not launch.under_mpi():  # `python -m yrmpi job.py` on a laptop: launch ourselves
         from ..core.options import Config
@@ -73,4 +74,5 @@ def spmd(driver: Callable[[], Any], host_setup: Callable[[], None] | None = None
             _rt.Runtime(world, None).start()
         finalize()
     sys.stdout.flush()
+    launch.record(code)  # the driver finished: its code is the job's, whatever mpiexec says
     return code

@@ -7,11 +7,14 @@ Kept apart from the runtime: the runtime only needs ranks that exist; how they w
   the MPI flavour of an mpiexec, the exit codes jobs use (EXIT_INTERRUPTED);
 - mpiexec: finding mpiexec, YRMPI_FT, the flags yrmpi gives it, `command()`;
 - state_dirs: a private Open MPI session and shared-memory directory per single-node launch;
-- process: `run()` with signal forwarding and its environment, `relaunch_self()` (self-launch).
+- process: `run()` with signal forwarding and its environment, `relaunch_self()` (self-launch);
+- completion: the driver's completion record (`record`), by which `run()` tells a finished
+  driver from a lost job.
 """
 
 from __future__ import annotations
 
+from .completion import RESULT_VAR, read_record, record
 from .environment import (
     ALLOCATION_HOSTS,
     EXIT_CODES,
@@ -29,13 +32,14 @@ from .environment import (
     under_mpi,
 )
 from .mpiexec import FT_LEVELS, command, fault_tolerance_level, find_mpiexec, mpiexec_flags
-from .process import launch_env, relaunch_self, run
-from .state_dirs import HOST_FLAGS, OPENMPI_STATE_VARS, PRIVATE_PREFIX, private_state_dirs, single_node
+from .process import forward_flags, launch_env, relaunch_self, run
+from .state_dirs import HOST_FLAGS, HOSTFILE_VARS, OPENMPI_STATE_VARS, PRIVATE_PREFIX, private_state_dirs, single_node
 
 __all__ = [
     "ALLOCATION_HOSTS", "EXIT_CODES", "EXIT_CONFIG", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_LOST", "EXIT_OK",
-    "EXIT_OUTPUT", "FT_LEVELS", "HOST_FLAGS", "LAUNCHER_VARS", "OPENMPI_STATE_VARS",
-    "PRIVATE_PREFIX", "RANK_VARS", "command", "fault_tolerance_level", "find_mpiexec", "flavor", "launch_env",
+    "EXIT_OUTPUT", "FT_LEVELS", "HOSTFILE_VARS", "HOST_FLAGS", "LAUNCHER_VARS", "OPENMPI_STATE_VARS",
+    "PRIVATE_PREFIX", "RANK_VARS", "RESULT_VAR", "command", "fault_tolerance_level", "find_mpiexec", "flavor",
+    "forward_flags", "launch_env", "read_record", "record",
     "launcher_rank", "mpiexec_flags", "multi_node_allocation", "private_state_dirs", "relaunch_self", "run",
     "single_node", "under_mpi",
 ]

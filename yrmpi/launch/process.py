@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from ..core.errors import YRRuntimeError
-from .environment import flavor
+from .completion import RESULT_VAR, read_record, record_path
+from .environment import EXIT_LOST, flavor
 from .mpiexec import command
 from .state_dirs import private_state_dirs, single_node
 
-__all__ = ["launch_env", "relaunch_self", "run"]
+__all__ = ["EXIT_GRACE_S", "FORWARD_NAMES", "FORWARD_PREFIXES", "forward_flags", "launch_env", "relaunch_self",
+           "run"]
+
+log = logging.getLogger("yrmpi")
+
+# Variables a multi-node Open MPI launch passes to remote ranks with `-x` (PRRTE forwards only
+# OMPI_* and PMIX_* by itself): the job's settings, the import path, the allocator tuning below.
+FORWARD_PREFIXES = ("YRMPI_", "MALLOC_")
+FORWARD_NAMES = ("PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONHASHSEED")
+# After the driver has finished, how long mpiexec gets to end the job by itself (YRMPI_EXIT_GRACE_S)
+# before the launcher ends it: ranks on a node that stopped answering never exit.
+EXIT_GRACE_S = 15.0
 
 
 def launch_env() -> dict[str, str]:
@@ -31,25 +45,90 @@ def launch_env() -> dict[str, str]:
     return env
 
 
+def forward_flags(env: Mapping[str, str]) -> list[str]:
+    """`-x NAME` for each variable of `env` that remote ranks need (Open MPI)."""
+    names = sorted(name for name in env if name.startswith(FORWARD_PREFIXES) or name in FORWARD_NAMES)
+    return [flag for name in names for flag in ("-x", name)]
+
+
+def _runs_yrmpi(cmd: list[str]) -> bool:
+    """The program is yrmpi's entry (`python -m yrmpi ...`), whose rank 0 records the driver's end."""
+    return any(a == "-m" and b == "yrmpi" for a, b in zip(cmd, cmd[1:]))
+
+
 def run(cmd: list[str], translate: Mapping[int, int] | None = None) -> int:
-    """Run a launch line; forward the signals Slurm and users send; return its exit code.
+    """Run a launch line; forward the signals Slurm and users send; return the job's exit code.
 
     `translate` maps a received signal to the one mpiexec gets: Open MPI's mpiexec ends the
     job on SIGTERM but passes SIGUSR1 on to every rank, so a sweep asks for SIGTERM -> SIGUSR1
     to stop gracefully.
+
+    For a yrmpi program the code is the driver's own, from its completion record
+    (`completion.py`), not mpiexec's: a job whose driver never finished (a node lost, rank 0
+    killed, MPI ending the job) ends with EXIT_LOST and one line saying so, whatever mpiexec
+    returned; a job whose driver finished but whose ranks do not exit (a node that stopped
+    answering) is ended after EXIT_GRACE_S. A multi-node Open MPI launch passes the job's
+    variables to remote ranks (`forward_flags`).
     """
     env = launch_env()
-    with private_state_dirs(env, flavor(cmd[0]) == "openmpi" and single_node(cmd)):
+    openmpi = flavor(cmd[0]) == "openmpi"
+    local = single_node(cmd, env)
+    expect = _runs_yrmpi(cmd)
+    with private_state_dirs(env, openmpi and local), record_path(env, not local) as result:
+        if not expect:
+            env.pop(RESULT_VAR, None)
+        if openmpi and not local:  # (after the record's path is set: rank 0 may be remote)
+            cmd = [cmd[0], *forward_flags(env), *cmd[1:]]
         proc = subprocess.Popen(cmd, env=env)
         mapping = dict(translate or {})
+        signalled: list[int] = []
 
         def forward(signum: int, _frame: object) -> None:
+            signalled.append(signum)
             proc.send_signal(mapping.get(signum, signum))
 
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(sig, forward)
-        rc = proc.wait()
-    return 128 - rc if rc < 0 else rc
+        rc = _wait(proc, result if expect else None)
+        code = read_record(result) if expect else None
+    rc = 128 - rc if rc < 0 else rc
+    if not expect or code is not None:
+        if code is not None and code != rc:
+            log.debug("yrmpi: the driver ended with %d, mpiexec with %d", code, rc)
+        return rc if code is None else code
+    if signalled:  # stopped on request: mpiexec's code says how
+        return rc
+    print(f"yrmpi: the job was lost before the driver finished: mpiexec exited with code {rc} and rank 0 "
+          f"recorded no result (a node or rank 0 died, or MPI ended the job; see above); exit code {EXIT_LOST}",
+          file=sys.stderr, flush=True)
+    return EXIT_LOST
+
+
+def _wait(proc: subprocess.Popen, result: str | None) -> int:
+    """mpiexec's exit code; once the driver has recorded its end, mpiexec gets EXIT_GRACE_S to
+    finish before it is ended (SIGTERM, then SIGKILL)."""
+    if result is None:
+        return proc.wait()
+    grace = float(os.environ.get("YRMPI_EXIT_GRACE_S", EXIT_GRACE_S))
+    finished_at = None
+    while True:
+        try:
+            return proc.wait(timeout=0.25)
+        except subprocess.TimeoutExpired:
+            pass
+        if finished_at is None:
+            if os.path.exists(result):
+                finished_at = time.monotonic()
+            continue
+        if time.monotonic() - finished_at > grace:
+            log.error("yrmpi: the driver finished %.0f s ago but some ranks have not exited (a node that "
+                      "stopped answering?); ending mpiexec", grace)
+            proc.terminate()
+            try:
+                return proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                return proc.wait()
 
 
 def relaunch_self(conf: object | None) -> int:

@@ -10,13 +10,15 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from .environment import multi_node_allocation
 
-__all__ = ["HOST_FLAGS", "OPENMPI_STATE_VARS", "PRIVATE_PREFIX", "private_state_dirs", "single_node"]
+__all__ = ["HOSTFILE_PARAMS", "HOSTFILE_VARS", "HOST_FLAGS", "OPENMPI_STATE_VARS", "PRIVATE_PREFIX",
+           "private_state_dirs", "single_node"]
 
 PRIVATE_PREFIX = "yrmpi-launch-"
 # Where Open MPI puts the state it keys on mpiexec's pid: its session directory (ompi.<pid>,
@@ -24,14 +26,29 @@ PRIVATE_PREFIX = "yrmpi-launch-"
 # default /dev/shm; <job> is derived from mpiexec's pid).
 OPENMPI_STATE_VARS = {"PRTE_MCA_prte_tmpdir_base": None, "OMPI_MCA_btl_sm_backing_directory": "/dev/shm"}
 
-# Launch options that put ranks on other nodes.
-HOST_FLAGS = ("-H", "--host", "--hostfile", "--machinefile", "--default-hostfile")
+# Launch options that put ranks on other nodes, in every spelling Open MPI (PRRTE) and MPICH
+# (Hydra) accept: one dash or two, `--host a,b` or `--host=a,b`.
+HOST_FLAGS = tuple(dash + name for name in ("host", "hostfile", "machinefile", "default-hostfile",
+                                            "add-host", "add-hostfile", "hosts")
+                   for dash in ("-", "--")) + ("-H",)
+# MCA parameters (given with --mca/--prtemca/--omca, or as variables) that name a hostfile.
+HOSTFILE_PARAMS = ("prte_default_hostfile", "orte_default_hostfile", "rmaps_default_hostfile")
+HOSTFILE_VARS = ("PRTE_MCA_prte_default_hostfile", "OMPI_MCA_orte_default_hostfile",
+                 "PRTE_MCA_rmaps_default_hostfile", "HYDRA_HOST_FILE")
 
 
-def single_node(cmd: list[str]) -> bool:
+def single_node(cmd: list[str], env: dict[str, str] | None = None) -> bool:
     """True when the launch cannot place ranks on another node: private directories exist on
-    this node only, so a multi-node launch keeps Open MPI's defaults."""
-    if any(arg.split("=", 1)[0] in HOST_FLAGS for arg in cmd):
+    this node only, and remote ranks see only the variables passed to them, so a multi-node
+    launch keeps Open MPI's defaults and forwards the job's variables (`process.run`).
+
+    `env` is the launch environment (default: this process's)."""
+    env = os.environ if env is None else env
+    if sys.executable in cmd[1:]:  # the launcher's options end where the program starts
+        cmd = cmd[:cmd.index(sys.executable, 1)]
+    if any(arg.split("=", 1)[0] in HOST_FLAGS or arg in HOSTFILE_PARAMS for arg in cmd):
+        return False
+    if any(env.get(var) for var in HOSTFILE_VARS):
         return False
     return not multi_node_allocation()
 
