@@ -24,10 +24,8 @@ from typing import Any
 from yrmpi.core import messages as m
 from yrmpi.core import rank as rank_mod
 from yrmpi.core.replies import Replies
-from yrmpi.roles.caller import Caller
-from yrmpi.roles.host import Host
-from yrmpi.roles.objects import Objects
-from yrmpi.scheduling.placement import Demand, Placement, RankCapacity
+from yrmpi.runtime import build_roles
+from yrmpi.scheduling.placement import RankCapacity
 from yrmpi.scheduling.scheduler import Scheduler
 from yrmpi.transport.interrupt import InstanceTornDown
 from yrmpi.transport.pickling import loads
@@ -48,12 +46,9 @@ class LoopRank:
         self.driver_waits = 0  # the driver's waits in progress (rank 0); a test may raise it
         self.byes: set[int] = set()
         self.created: list[tuple] = []  # what Caller reported to the (absent) collectives
-        view = Placement(settings["capacity"])
-        self.objects = Objects(self)
-        self.caller = Caller(self, lambda cpu, memory, custom: view.explain_unplaceable(Demand(cpu, memory, custom)),
-                             lambda *created: self.created.append(created))
-        self.host = Host(self) if rank != 0 else None
-        self.scheduler = Scheduler(self, Placement(settings["capacity"])) if rank == 0 else None
+        self.roles = build_roles(self, lambda *created: self.created.append(created))  # as the runtime does
+        self.objects, self.caller, self.host = self.roles.objects, self.roles.caller, self.roles.host
+        self.scheduler, self.groups = self.roles.scheduler, self.roles.groups
         self.handlers = self._handler_table()
 
     def _handler_table(self) -> dict[int, Callable[..., None]]:
@@ -62,10 +57,7 @@ class LoopRank:
             m.Reply: self.replies.answer, m.RanksFailed: self._on_ranks_failed,
             m.Shutdown: self._on_shutdown, m.Bye: self.byes.add,
         }
-        roles: list[Any] = [self.caller, self.objects]
-        roles += [self.host] if self.host is not None else [self.scheduler, self.scheduler.groups]
-        for role in roles:
-            table.update(role.handlers())
+        table.update(self.roles.handlers())
         return {m.CODES[kind]: fn for kind, fn in table.items()}
 
     # -- the Rank protocol -----------------------------------------------------------------

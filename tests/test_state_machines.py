@@ -449,8 +449,8 @@ def runtime_shell(world: LoopWorld, rank: int) -> Runtime:
     """A Runtime without MPI around the loopback rank's roles: enough for `_handler_table`."""
     rk = world.ranks[rank]
     rt = object.__new__(Runtime)
-    rt.replies, rt.caller, rt.objects = Replies(), rk.caller, rk.objects
-    rt.host, rt.scheduler = rk.host, rk.scheduler
+    rt.replies, rt.roles, rt.caller, rt.objects = Replies(), rk.roles, rk.caller, rk.objects
+    rt.host, rt.scheduler, rt.groups = rk.host, rk.scheduler, rk.groups
     rt.collectives = object.__new__(Collectives)  # its handlers() needs no communicator
     return rt
 
@@ -462,7 +462,7 @@ def test_every_message_has_one_handler_whose_parameters_are_its_fields(make_worl
            m.Shutdown: driver._on_shutdown, m.Bye: driver._on_bye}
     roles = {"runtime": own, "caller": driver.caller.handlers(), "objects": driver.objects.handlers(),
              "host": host.host.handlers(), "scheduler": driver.scheduler.handlers(),
-             "groups": driver.scheduler.groups.handlers(), "collectives": driver.collectives.handlers()}
+             "groups": driver.groups.handlers(), "collectives": driver.collectives.handlers()}
     owners: dict[type, list[str]] = {}
     for role, table in roles.items():
         for kind in table:

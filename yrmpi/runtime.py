@@ -16,9 +16,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from .collective import Collectives
 from .core import messages as m
 from .core import rank as _rank
 from .core.errors import YRRuntimeError
@@ -30,6 +32,7 @@ from .roles.caller import Caller
 from .roles.host import Host
 from .roles.objects import Objects
 from .roles.output import install_prefixing
+from .scheduling.groups import GroupRegistry
 from .scheduling.placement import Demand, Placement, RankCapacity
 from .scheduling.scheduler import Scheduler
 from .transport.interrupt import InstanceTornDown, Shield
@@ -64,12 +67,44 @@ def _node_memory_mb() -> int:
     return 4096
 
 
+@dataclass
+class Roles:
+    """The roles one rank plays: every rank calls and stores objects; rank 0 schedules and keeps
+    the group registry; the others host instances."""
+
+    objects: Objects
+    caller: Caller
+    host: Host | None
+    scheduler: Scheduler | None
+    groups: GroupRegistry | None
+
+    def handlers(self) -> dict[type, Callable[..., None]]:
+        table: dict[type, Callable[..., None]] = {}
+        for role in (self.objects, self.caller, self.host, self.scheduler, self.groups):
+            if role is not None:
+                table.update(role.handlers())
+        return table
+
+
+def build_roles(here: Any, on_created: Callable[[int | None, str, int], None]) -> Roles:
+    """Build and wire the roles of rank `here` (a `Rank` with its agreed `settings`): the one
+    place that says which role needs what of another (the test harness builds them here too)."""
+    view = Placement(here.settings["capacity"])  # every rank's capacity, to refuse at the call site
+    caller = Caller(here, lambda cpu, memory, custom: view.explain_unplaceable(Demand(cpu, memory, custom)),
+                    on_created)
+    scheduler = groups = None
+    if here.rank == 0:
+        scheduler = Scheduler(here, Placement(here.settings["capacity"]))
+        groups = GroupRegistry(here, scheduler.records)
+        scheduler.watchers.append(groups)  # records added, ended, restarted change groups
+    host = Host(here) if here.rank != 0 else None
+    return Roles(Objects(here), caller, host, scheduler, groups)
+
+
 class Runtime:
     def __init__(self, comm: Any, config: Config | None) -> None:
         install_default_handler()
         self.wire = Wire(comm)
-        from .collective import Collectives
-
         # Dups a third communicator: groups are carved from it. It reads the caller's table of
         # instances, which is built below (the caller reports creations to the engine).
         self.collectives = Collectives(self, comm, lambda: self.caller.instances)
@@ -78,17 +113,14 @@ class Runtime:
         self.context = threading.local()
         self._ids = itertools.count(1)
         self.clock = time.monotonic
-        self.objects = Objects(self)
-        self.host: Host | None = None
-        self.scheduler: Scheduler | None = None
         self.stopped = threading.Event()
         self.replies = Replies()
         self._driver_waiting = 0
         self._byes: set[int] = set()
         self.settings = self._bootstrap(comm, config)
-        view = Placement(self.settings["capacity"])  # every rank's capacity, to refuse at the call site
-        self.caller = Caller(self, lambda cpu, memory, custom: view.explain_unplaceable(Demand(cpu, memory, custom)),
-                             self.collectives.created)
+        self.roles = roles = build_roles(self, self.collectives.created)
+        self.objects, self.caller, self.host = roles.objects, roles.caller, roles.host
+        self.scheduler, self.groups = roles.scheduler, roles.groups
         self.progress = Progress(self.wire.receive, self.dispatch, self._tick)
         self._handlers = self._handler_table()
 
@@ -118,11 +150,7 @@ class Runtime:
             if not fault_tolerant():
                 log.warning("fault tolerance is off (no ULFM: MPICH, srun direct launch, or YRMPI_FT=0): "
                             "a rank that dies ends the whole job. `yrmpi run` with Open MPI turns it on.")
-            self.scheduler = Scheduler(self, Placement(ranks))
-        settings = world.bcast(settings, root=0)
-        if self.rank != 0:
-            self.host = Host(self)
-        return settings
+        return world.bcast(settings, root=0)
 
     # -- the Rank protocol (core/rank.py) ---------------------------------------------------
     def current_instance(self) -> Any:
@@ -197,13 +225,8 @@ class Runtime:
             m.Reply: self.replies.answer, m.RanksFailed: self._on_ranks_failed,
             m.Shutdown: self._on_shutdown, m.Bye: self._on_bye,
         }
-        roles: list[Any] = [self.caller, self.objects, self.collectives]
-        if self.host is not None:
-            roles.append(self.host)
-        if self.scheduler is not None:
-            roles += [self.scheduler, self.scheduler.groups]  # the group registry runs with the scheduler
-        for role in roles:
-            table.update(role.handlers())
+        table.update(self.roles.handlers())
+        table.update(self.collectives.handlers())
         return {m.CODES[kind]: fn for kind, fn in table.items()}
 
     def _on_ranks_failed(self, ranks: list[int]) -> None:

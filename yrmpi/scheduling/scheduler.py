@@ -11,6 +11,7 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..core import errors
 from ..core.messages import (
@@ -33,7 +34,6 @@ from ..core.messages import (
 )
 from ..core.rank import Rank
 from .deadlock import DeadlockProbe
-from .groups import GroupRegistry
 from .placement import Demand, Placement
 
 
@@ -55,6 +55,16 @@ class Record:
     name_waiters: list[tuple[int, int]] = field(default_factory=list)
 
 
+class RecordWatcher(Protocol):
+    """Another role of rank 0 that follows the records (the group registry)."""
+
+    def record_added(self, rec: Record) -> None: ...
+
+    def record_ended(self, rec: Record) -> None: ...
+
+    def member_restarted(self, rec: Record) -> None: ...
+
+
 ENDED_MEMORY_S = 10.0  # how long an ended owner is remembered, to refuse creations still in flight
 
 
@@ -70,7 +80,7 @@ class Scheduler:
         self.last_change = here.clock()
         self.deadlock = DeadlockProbe(here, lambda: self.last_change, self._declare_deadlock)
         # communicator subgroups: membership, epochs, tear-downs (it reads our records, sends from `here`)
-        self.groups = GroupRegistry(here, self.records)
+        self.watchers: list[RecordWatcher] = []  # the runtime adds the group registry
 
     def handlers(self) -> dict[type, Callable[..., None]]:
         return {Create: self.on_create, Ended: self.on_ended, Kill: self.on_kill, Lookup: self.on_lookup,
@@ -107,7 +117,8 @@ class Scheduler:
         deadline = math.inf if timeout < 0 else self.here.clock() + timeout / 1000
         rec = Record(iid, spec.cls, owner, creator, demand, spec, deadline, waiting_since=self.here.clock())
         self.records[iid] = rec
-        self.groups.record_added(rec)
+        for watcher in self.watchers:
+            watcher.record_added(rec)
         if owner_rec is not None:
             owner_rec.children.add(iid)
         if not self._try_place(rec):
@@ -217,7 +228,8 @@ class Scheduler:
             return
         was_placed = rec.state == "placed"
         rec.state = "ended"
-        self.groups.record_ended(rec)
+        for watcher in self.watchers:
+            watcher.record_ended(rec)
         self.ended_owners[rec.iid] = self.here.clock()
         if was_placed and draining:
             self.draining[rec.iid] = rec
@@ -291,7 +303,8 @@ class Scheduler:
                 rec.restarts += 1
                 rec.state, rec.rank, rec.waiting_since = "waiting", None, self.here.clock()
                 rec.deadline = math.inf
-                self.groups.member_restarted(rec)
+                for watcher in self.watchers:
+                    watcher.member_restarted(rec)
                 if not self._try_place(rec):
                     self.waiting.append(rec)
                 continue
