@@ -31,6 +31,7 @@ LAYERS = [
 # Modules of one layer that are independent roles: they never import each other.
 INDEPENDENT = {
     "yrmpi.roles.caller", "yrmpi.roles.host", "yrmpi.roles.objects", "yrmpi.roles.output",
+    "yrmpi.scheduling.scheduler", "yrmpi.scheduling.groups",
 }
 
 
