@@ -21,11 +21,12 @@ import pytest
 import yaml
 from conftest import ROOT, job_env, run_yrmpi
 
-from yrmpi.sweep import EXIT_INTERRUPTED, Journal, load, read_journal, write_resolved_config
+from yrmpi.sweep import EXIT_FAILED, EXIT_INTERRUPTED, Journal, load, read_journal, write_resolved_config
 
 pytestmark = pytest.mark.mpi
 
 ENTRY = '''
+import os
 import time
 
 import yr
@@ -42,6 +43,8 @@ class Sup:
     """Behaviour comes from init (not params), so changing it keeps experiment ids."""
 
     def __init__(self, sleep=0.05, fail_on=None, exit_on=None, hang_on=None):
+        if isinstance(sleep, str):  # "env:NAME": read at run time, so a resume may change it (init may not)
+            sleep = float(os.environ[sleep[len("env:"):]])
         self.sleep, self.fail_on, self.exit_on, self.hang_on = sleep, fail_on, exit_on, hang_on
 
     def run(self, params, trial):
@@ -247,7 +250,7 @@ def test_failing_supervisors_are_retried_then_recorded_failed(tmp_path: Path) ->
                       init={"fail_on": 2, "exit_on": 3, "hang_on": 4})
     out = tmp_path / "out"
     done = run_yrmpi(["sweep", str(path)])
-    assert done.returncode == 1, done.stdout + done.stderr  # ran to the end, some failed
+    assert done.returncode == EXIT_FAILED == 3, done.stdout + done.stderr  # ran to the end, some failed
     assert "3 experiments failed" in done.stdout
 
     rows = {int(r["param.x"]): r for r in results_rows(out)}
@@ -271,7 +274,7 @@ def test_failing_supervisors_are_retried_then_recorded_failed(tmp_path: Path) ->
     assert summary["counts"]["failed"] == 3 and summary["counts"]["finished"] == 2
     # A rerun does not retry experiments that used up their retries.
     again = run_yrmpi(["sweep", str(path)])
-    assert again.returncode == 1 and "nothing left to run" in again.stdout
+    assert again.returncode == EXIT_FAILED and "nothing left to run" in again.stdout
 
 
 # -- crashes and signals --------------------------------------------------------------------------
@@ -308,7 +311,7 @@ def test_resume_after_sigkill_finishes_every_experiment_exactly_once(tmp_path: P
 
 @pytest.mark.parametrize("sig, target", [("SIGTERM", "launcher"), ("SIGUSR1", "ranks")])
 def test_stop_signal_interrupts_then_resume_finishes(tmp_path: Path, sig: str, target: str) -> None:
-    path = make_sweep(tmp_path, xs=[1, 2, 3, 4], seeds=[0], init={"sleep": "${SLEEP}"})
+    path = make_sweep(tmp_path, xs=[1, 2, 3, 4], seeds=[0], init={"sleep": "env:SLEEP"})
     out = tmp_path / "out"
     proc = start_sweep(path, tmp_path, "first", SLEEP="3")  # far longer than grace_period
     wait_for(lambda: sum(events(journal(out), "started").values()) == 2, "two experiments to start", proc)

@@ -405,14 +405,14 @@ _OPTIONAL: dict[str, Callable[[Any], bool]] = {
 }
 
 
-def _depth(value: Any) -> int:
-    """Nesting depth, without recursion (a forged line may nest thousands of levels)."""
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth up to ``limit + 1``, without recursion (a forged line may nest thousands of levels)."""
     deepest, stack = 0, [(value, 1)]
     while stack:
         v, d = stack.pop()
         if isinstance(v, (dict, list)):
             deepest = max(deepest, d)
-            if d > _MAX_DEPTH:
+            if d > limit:
                 return d
             stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
     return deepest
@@ -431,7 +431,7 @@ def _parse(raw: bytes) -> dict | str | None:
         return record if isinstance(record.get("config"), dict) else "a malformed sweep record"
     if event not in EVENTS or not isinstance(record.get("exp"), str):
         return None
-    if _depth(record) > _MAX_DEPTH + 2:
+    if _depth(record, _MAX_DEPTH + 2) > _MAX_DEPTH + 2:  # the record and its metrics mapping add 2
         return f"values nested deeper than {_MAX_DEPTH} levels (not written by a sweep)"
     for key, ok in _REQUIRED.get(event, {}).items():
         if key not in record or not ok(record[key]):
