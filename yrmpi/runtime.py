@@ -25,7 +25,7 @@ from .core import messages as m
 from .core import rank as _rank
 from .core.errors import YRRuntimeError
 from .core.log import install_default_handler, log
-from .core.options import Config, _first
+from .core.options import Config, first_given
 from .core.refs import wait_slot
 from .core.replies import Replies
 from .roles.caller import Caller
@@ -144,7 +144,7 @@ class Runtime:
                     continue
                 # Node memory over its ranks, but never below MIN_RANK_MEMORY_MB: memory is logical
                 # here (nothing enforces it), and the default request is 500 MB.
-                memory = _first(cfg.memory_per_rank, max(mem // size, MIN_RANK_MEMORY_MB))
+                memory = first_given(cfg.memory_per_rank, max(mem // size, MIN_RANK_MEMORY_MB))
                 ranks.append(RankCapacity(rank, node, cfg.cpu_per_rank, memory, dict(cfg.custom_resources)))
             settings = {"prefix_output": cfg.prefix_output, "placement": cfg.placement, "capacity": ranks}
             if not fault_tolerant():

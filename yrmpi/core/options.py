@@ -113,7 +113,7 @@ def _env_resources(name: str) -> dict[str, float] | None:
     return value
 
 
-def _first(*values: Any) -> Any:
+def first_given(*values: Any) -> Any:
     """The first value that was given (not None): explicit, then environment, then default."""
     return next((v for v in values if v is not None), None)
 
@@ -142,12 +142,12 @@ class Config:
         env_prefix = os.environ.get("YRMPI_PREFIX_OUTPUT")
         env_prefix_on = None if env_prefix is None else env_prefix not in ("0", "false", "no")
         out = Config(
-            num_ranks=_first(self.num_ranks, _env_int("YRMPI_NUM_RANKS"), 9),
-            cpu_per_rank=_first(self.cpu_per_rank, _env_int("YRMPI_CPU_PER_RANK"), 1000),
-            memory_per_rank=_first(self.memory_per_rank, _env_int("YRMPI_MEMORY_PER_RANK")),
-            custom_resources=_first(self.custom_resources, _env_resources("YRMPI_RESOURCES"), {}),
-            placement=_first(self.placement, os.environ.get("YRMPI_PLACEMENT") or None, "pack"),
-            prefix_output=_first(self.prefix_output, env_prefix_on, True),
+            num_ranks=first_given(self.num_ranks, _env_int("YRMPI_NUM_RANKS"), 9),
+            cpu_per_rank=first_given(self.cpu_per_rank, _env_int("YRMPI_CPU_PER_RANK"), 1000),
+            memory_per_rank=first_given(self.memory_per_rank, _env_int("YRMPI_MEMORY_PER_RANK")),
+            custom_resources=first_given(self.custom_resources, _env_resources("YRMPI_RESOURCES"), {}),
+            placement=first_given(self.placement, os.environ.get("YRMPI_PLACEMENT") or None, "pack"),
+            prefix_output=first_given(self.prefix_output, env_prefix_on, True),
         )
         _check(out.num_ranks >= 2, f"Config.num_ranks must be >= 2 (a driver and a host), got {out.num_ranks}")
         _check(out.cpu_per_rank >= 0, f"Config.cpu_per_rank must be >= 0, got {out.cpu_per_rank}")
