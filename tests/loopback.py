@@ -178,7 +178,7 @@ class LoopWorld:
         self.idle_until = 0.0
         nodes = list(nodes or ["node0"] * (n_ranks - 1))
         capacity = [RankCapacity(r, nodes[r - 1], cpu_per_rank, memory_per_rank) for r in range(1, n_ranks)]
-        settings = {"placement": "pack", "capacity": capacity, "prefix_output": False}
+        settings = {"job_id": "loopback", "placement": "pack", "capacity": capacity, "prefix_output": False}
         self.ranks = [LoopRank(self, r, copy.deepcopy(settings)) for r in range(n_ranks)]
 
     @property

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 import socket
 import threading
 import time
@@ -146,7 +147,8 @@ class Runtime:
                 # here (nothing enforces it), and the default request is 500 MB.
                 memory = first_given(cfg.memory_per_rank, max(mem // size, MIN_RANK_MEMORY_MB))
                 ranks.append(RankCapacity(rank, node, cfg.cpu_per_rank, memory, dict(cfg.custom_resources)))
-            settings = {"prefix_output": cfg.prefix_output, "placement": cfg.placement, "capacity": ranks}
+            settings = {"job_id": secrets.token_hex(6), "prefix_output": cfg.prefix_output,
+                        "placement": cfg.placement, "capacity": ranks}
             if not fault_tolerant():
                 log.warning("fault tolerance is off (no ULFM: MPICH, srun direct launch, or YRMPI_FT=0): "
                             "a rank that dies ends the whole job. `yrmpi run` with Open MPI turns it on.")

@@ -9,6 +9,7 @@ from typing import Any, Callable
 from .. import runtime as _rt
 from ..core.errors import YRTypeError, YRValueError
 from ..core.options import InvokeOptions
+from ..core.rank import of_this_job
 from ..core.refs import ObjectRef
 from ..roles.caller import InstanceState
 from ..transport.pickling import after_pickle
@@ -165,9 +166,11 @@ class InstanceHandle:
 
     def __reduce__(self) -> tuple:
         state = self._state
-        caller = _rt.current().caller
+        rt = _rt.current()
+        caller = rt.caller
         after_pickle(lambda: caller.on_handle_pickled(state))
-        return (_rebuild_handle, (state.iid, state.cls_name, state.methods, state.rank, state.owner_rank))
+        return (_rebuild_handle, (state.iid, state.cls_name, state.methods, state.rank, state.owner_rank,
+                                  rt.settings["job_id"]))
 
     def __repr__(self) -> str:
         return f"<{self._state.cls_name} handle {self.instance_id}>"
@@ -180,9 +183,9 @@ class InstanceHandle:
 
 
 def _rebuild_handle(
-    iid: int, cls_name: str, methods: dict[str, int], rank: int | None, owner_rank: int
+    iid: int, cls_name: str, methods: dict[str, int], rank: int | None, owner_rank: int, job: str
 ) -> InstanceHandle:
-    state = _rt.current().caller.known_instance(iid, cls_name, methods, rank, owner_rank)
+    state = of_this_job(job, "instance handle").caller.known_instance(iid, cls_name, methods, rank, owner_rank)
     if state.owned_here:  # came home: the reference it carried is this handle now
         state.remote_refs -= 1
     else:

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Set
 from typing import Any, Protocol
 
-from .errors import YRRuntimeError
+from .errors import YRRuntimeError, YRValueError
 
 
 class InstanceContext(Protocol):
@@ -32,7 +32,7 @@ class Rank(Protocol):
 
     rank: int
     size: int
-    settings: dict  # agreed at start-up: placement policy, per-rank capacities, output prefixing
+    settings: dict  # agreed at start-up: job id, placement policy, per-rank capacities, output prefixing
 
     def new_id(self) -> int:
         """A job-unique id whose top bits name this rank (`id >> 40`)."""
@@ -118,6 +118,17 @@ def current() -> Any:
     if _current is None:
         raise YRRuntimeError("system not initialized")
     return _current
+
+
+def of_this_job(job: str, what: str) -> Any:
+    """This process's rank, if `job` (stamped on a ref or handle when it was pickled) is the
+    running job's; a ref or handle pickled in another job is refused at once, never resolved
+    to whatever has the same id here."""
+    rank = current()
+    if job != rank.settings["job_id"]:
+        raise YRValueError(f"this {what} belongs to another job (job {job}; this is job {rank.settings['job_id']}): "
+                           "refs and handles are valid only in the job that made them; pass the value instead")
+    return rank
 
 
 def active() -> Any:

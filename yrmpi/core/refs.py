@@ -9,6 +9,7 @@ arrives without its slot; the first `get` there fetches the value from the owner
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,10 +18,11 @@ from . import rank as _rank
 from .errors import YRTimeoutError, YRTypeError, YRValueError
 
 _MISSING = object()
+_failures = itertools.count(1)  # the order in which slots failed on this rank (arrival order)
 
 
 class Slot:
-    __slots__ = ("value", "error", "_callbacks", "fetching")
+    __slots__ = ("value", "error", "_callbacks", "fetching", "failed_at")
 
     def __init__(self) -> None:
         self.value: Any = _MISSING
@@ -37,6 +39,7 @@ class Slot:
             self._fire()
 
     def set_error(self, error: BaseException) -> None:
+        self.failed_at = next(_failures)
         self.error = error
         if self._callbacks:
             self._fire()
@@ -75,8 +78,9 @@ class ObjectRef:
         return f"ObjectRef({self.id:x}, owner=rank {self.owner}, {state})"
 
     def __reduce__(self) -> tuple:
-        _rank.current().objects.pin(self)
-        return (_rebuild, (self.id, self.owner))
+        rank = _rank.current()
+        rank.objects.pin(self)
+        return (_rebuild, (self.id, self.owner, rank.settings["job_id"]))
 
     def get(self, timeout: float = 300) -> Any:
         return get(self, timeout)
@@ -113,8 +117,8 @@ def slot_of(ref: ObjectRef) -> Slot:
     return ref._slot
 
 
-def _rebuild(ref_id: int, owner: int) -> ObjectRef:
-    return _rank.current().objects.ref_from_wire(ref_id, owner)
+def _rebuild(ref_id: int, owner: int, job: str) -> ObjectRef:
+    return _rank.of_this_job(job, "ObjectRef").objects.ref_from_wire(ref_id, owner)
 
 
 # -- waiting on refs: yr.get and yr.wait --------------------------------------------------------
@@ -147,17 +151,20 @@ def wait_slot(slot: Slot, deadline: float | None) -> bool:
                                                deadline)
 
 
-def _wait_refs(refs: list[ObjectRef], count: int, deadline: float | None) -> None:
+def _wait_refs(refs: list[ObjectRef], count: int, deadline: float | None, until_error: bool = False) -> None:
+    """Wait until `count` refs are done (`until_error`: or one has failed)."""
     rk = _rank.current()
     for ref in refs:
         rk.objects.ensure_fetch(ref)
     remaining = [count - sum(1 for r in refs if r._slot.done())]
-    if remaining[0] <= 0:
+    if remaining[0] <= 0 or (until_error and any(r._slot.error is not None for r in refs)):
         return
     wake: list[Callable[[], None]] = []
 
-    def one_done(_slot: Slot) -> None:
+    def one_done(slot: Slot) -> None:
         remaining[0] -= 1
+        if until_error and slot.error is not None:
+            remaining[0] = 0
         if remaining[0] <= 0 and wake:
             wake[0]()
 
@@ -181,13 +188,43 @@ def get(refs: ObjectRef | list[ObjectRef], timeout: float = 300, allow_partial: 
         return slot.result()
     items, single = as_ref_list(refs, "yr.get")
     deadline = deadline_of(timeout)
-    _wait_refs(items, len(items), deadline)
+    _wait_refs(items, len(items), deadline, until_error=True)
+    first_failure(items)
     pending = [r for r in items if not r._slot.done()]
     if pending and not allow_partial:
         raise YRTimeoutError(f"yr.get timed out after {timeout} s: {len(pending)} of {len(items)} "
                              f"refs not ready (first: {pending[0]!r})")
     values = [r._slot.result() for r in items if r._slot.done()]
     return values[0] if single and values else values
+
+
+def first_failure(refs: list[ObjectRef]) -> None:
+    """Raise the error of the ref that failed first, if any failed: the root cause, with the
+    failures that had arrived by then, in their order, as its `consequences` (each of those
+    gets the root cause as `__cause__` if it had none). "First" is the order in which the
+    failures reached this rank: ranks' clocks differ, and a consequence (a group member
+    released because another failed) always travels one hop further than its cause."""
+    failed = [r._slot for r in refs if r._slot.error is not None]
+    if not failed:
+        return
+    failed.sort(key=lambda slot: slot.failed_at)
+    root = failed[0].error
+    consequences = []
+    for slot in failed[1:]:
+        err = slot.error
+        if err is root or any(err is c for c in consequences):
+            continue
+        consequences.append(err)
+        if err.__cause__ is None:
+            try:
+                err.__cause__ = root
+            except Exception:
+                pass
+    try:
+        root.consequences = consequences
+    except Exception:
+        pass
+    raise root
 
 
 def wait(refs: ObjectRef | list[ObjectRef], wait_num: int | None = None,
