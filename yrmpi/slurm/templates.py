@@ -36,7 +36,7 @@ fi
 #: shell stays until the launcher has ended the ranks: where Slurm tracks processes by parentage
 #: (proctrack/linuxproc) ranks orphaned by an early exit of this shell would outlive the job.
 #: `launch` is a bash array set above.
-RUN_BLOCK = r"""# -- run: pass SIGUSR1 on to the ranks, requeue when the run says "interrupted" (75) -------------
+RUN_BLOCK = r"""# -- run: pass SIGUSR1 on; requeue on "interrupted" (75) or "lost" (69), never on bad input -------
 say() { printf '[%s slurm job %s] %s\n' "$(date '+%F %T')" "${SLURM_JOB_ID:-?}" "$*"; }
 restarts=${SLURM_RESTART_COUNT:-0}
 say "run $((restarts + 1)) of this job (SLURM_RESTART_COUNT=$restarts), ${SLURM_NTASKS:-?} ranks: ${launch[*]}"
@@ -85,12 +85,20 @@ if [[ -n $ending ]]; then
         kill -KILL $left 2>/dev/null || true
     fi
 fi
-if ((rc == 75)) && [[ -z $ending ]]; then
+# Exit codes (docs/sweeps.md): 0 done, 2 bad input, 3 experiments failed, 73 output unusable: the
+# same again would end the same way. 75 stopped with work left, 69 the job was lost (a node, rank 0,
+# MPI) with work left: the next run resumes from the journal.
+case $rc in
+75) why="interrupted" ;;
+69) why="the job was lost" ;;
+*) why="" ;;
+esac
+if [[ -n $why && -z $ending ]]; then
     if ((restarts >= ${YRMPI_MAX_REQUEUES:-10})); then
-        say "exit code 75 (interrupted), but the job was requeued $restarts times (YRMPI_MAX_REQUEUES)" \
+        say "exit code $rc ($why), but the job was requeued $restarts times (YRMPI_MAX_REQUEUES)" \
             "already; not requeueing. Submit the script again to resume"
     else
-        say "exit code 75 (interrupted): requeueing; the next run resumes where this one stopped"
+        say "exit code $rc ($why): requeueing; the next run resumes where this one stopped"
         scontrol requeue "$SLURM_JOB_ID" || say "scontrol requeue failed; submit the script again to resume"
     fi
 else
