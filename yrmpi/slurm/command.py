@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .. import launch
 from ..core.errors import YRRuntimeError
+from ..sweep.cli import int_at_least
 from .errors import SlurmError
 from .launcher import LAUNCHERS
 from .render import render_sweep
@@ -43,14 +44,7 @@ def _custom_arg(text: str) -> dict[str, float]:
     return value
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+_POSITIVE = int_at_least(1)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,12 +54,12 @@ def _parser() -> argparse.ArgumentParser:
         "for the wanted concurrency + 1 driver), the launcher line for the installed MPI, the warning signal and "
         "requeue-on-interrupt lines. See docs/slurm.md.")
     p.add_argument("file", help="the sweep YAML")
-    p.add_argument("--nodes", type=_positive, metavar="N", help="nodes (default: let Slurm choose)")
-    p.add_argument("--tasks-per-node", type=_positive, metavar="T",
+    p.add_argument("--nodes", type=_POSITIVE, metavar="N", help="nodes (default: let Slurm choose)")
+    p.add_argument("--tasks-per-node", type=_POSITIVE, metavar="T",
                    help="ranks per node; with --nodes it fixes the rank count")
-    p.add_argument("--cpus-per-task", type=_positive, default=1, metavar="C",
+    p.add_argument("--cpus-per-task", type=_POSITIVE, default=1, metavar="C",
                    help="CPUs per rank (default 1); each host rank offers C x 1000 millicores")
-    p.add_argument("--mem-per-cpu", type=_positive, metavar="MB",
+    p.add_argument("--mem-per-cpu", type=_POSITIVE, metavar="MB",
                    help="memory per CPU in MB (default: enough that memory never limits before CPU)")
     p.add_argument("--resources", type=_custom_arg, metavar="JSON",
                    help='custom capacity per host rank, e.g. \'{"gpu": 1}\' (add the matching #SBATCH --gres '
@@ -76,13 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--job-name", metavar="NAME", help="job name (default: yrmpi-<sweep name>)")
     p.add_argument("--launcher", choices=LAUNCHERS, default="mpiexec",
                    help="mpiexec inside the allocation (default; ULFM with Open MPI) or srun direct launch")
-    p.add_argument("--max-concurrent", type=_positive, metavar="N",
+    p.add_argument("--max-concurrent", type=_POSITIVE, metavar="N",
                    help="experiments at once (default: the YAML's max_concurrent, else all that are left)")
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                    help="override a YAML value, as for yrmpi sweep (passed on to the job)")
     p.add_argument("--per-job-output", action="store_true",
                    help="give each submission its own folder: OUTPUT/job-$SLURM_JOB_ID (kept across requeues)")
-    p.add_argument("--max-requeues", type=_positive, default=10, metavar="K",
+    p.add_argument("--max-requeues", type=_POSITIVE, default=10, metavar="K",
                    help="stop requeueing after K requeues (default 10)")
     p.add_argument("-o", "--output", dest="script", metavar="FILE",
                    help="where to write the script (default: <job name>.sbatch; '-' prints it)")

@@ -40,12 +40,13 @@ from .runner import (
     todo_for,
 )
 
-__all__ = ["report_command", "sweep_command"]
+__all__ = ["int_at_least", "report_command", "sweep_command"]
 
 launch_log = logging.getLogger("yrmpi")
 
 
-def _at_least(minimum: int) -> Callable[[str], int]:
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= minimum (the sweep's and the slurm command's options)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -73,11 +74,11 @@ def _sweep_parser() -> argparse.ArgumentParser:
                       help="continue from the output folder's journal (the default when it has one)")
     mode.add_argument("--fresh", action="store_true",
                       help="start over; an earlier run's files move to OUTPUT/previous-<time>/")
-    p.add_argument("--max-concurrent", type=_at_least(1), metavar="N", help="run at most N experiments at once")
+    p.add_argument("--max-concurrent", type=int_at_least(1), metavar="N", help="run at most N experiments at once")
     p.add_argument("-o", "--output", metavar="DIR", help="output folder (overrides the YAML's output)")
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                    help="override a YAML value, e.g. --set workers=2 --set params.lr=[0.1,0.01] (repeatable)")
-    p.add_argument("-n", "--np", type=_at_least(2), metavar="N",
+    p.add_argument("-n", "--np", type=int_at_least(2), metavar="N",
                    help="ranks to launch on this machine (default: what the plan needs); "
                    "ignored under mpiexec/srun")
     p.add_argument("--mpiexec", default=None, help="mpiexec to use when launching (default: the venv's)")
