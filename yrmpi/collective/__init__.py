@@ -58,7 +58,7 @@ from .algorithms import (
 )
 from .calls import member_context, run
 from .epoch import HISTORY as HISTORY
-from .errors import CollectiveError, CollectiveMismatchError, GroupChangedError, NotInGroupError
+from .errors import CollectiveError, CollectiveMismatchError, GroupChangedError, GroupFailedError, NotInGroupError
 from .fast import FastAllreduce
 from .membership import MAX_COMMS as MAX_COMMS
 from .membership import Collectives as Collectives
@@ -76,9 +76,9 @@ from .waiting import STALL_S as STALL_S
 from .waiting import WIRE_S as WIRE_S
 
 __all__ = [
-    "CollectiveError", "CollectiveMismatchError", "GroupChangedError", "NotInGroupError", "OPS",
-    "allgather", "allreduce", "barrier", "broadcast", "comm", "create_group", "destroy_group", "rank",
-    "reduce_scatter", "size",
+    "CollectiveError", "CollectiveMismatchError", "GroupChangedError", "GroupFailedError", "NotInGroupError",
+    "OPS", "allgather", "allreduce", "barrier", "broadcast", "comm", "create_group", "destroy_group", "rank",
+    "reduce_scatter", "set_fail_fast", "size",
 ]
 
 # -- allreduce --------------------------------------------------------------------------------
@@ -180,6 +180,17 @@ def size(group: str | None = None) -> int:
     coll, inst, gid = member_context(group, "size")
     with Shield(inst):
         return coll.position(inst, gid)[1]
+
+
+def set_fail_fast(enabled: bool, group: str | None = None) -> None:
+    """Whether an exception in this member's calls fails the group at once (default True): the
+    other members in, or entering, a collective of the epoch get GroupFailedError. With False
+    (elastic: the owner re-runs or replaces this member), they wait for its next call instead.
+    Called by the member itself, e.g. in its constructor; every member of an elastic group calls it."""
+    if not isinstance(enabled, bool):
+        raise YRTypeError(f"set_fail_fast takes a bool, got {enabled!r}")
+    coll, inst, gid = member_context(group, "set_fail_fast")
+    coll.set_fail_fast(inst, gid, enabled)
 
 
 # -- explicit groups --------------------------------------------------------------------------

@@ -3,6 +3,7 @@ with the members that share this rank, and run the kernel (`algorithms`) once pe
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from .ops import mpi
 #: A kernel: (engine, epoch, member, the local members' inputs in local order, sequence number)
 #: -> one result per local member.
 Kernel = Callable[[Collectives, Epoch, Any, list, int], list]
+DEATH_NOTICE_S = 2.0  # how long an MPI call failed by a rank death waits for the registry's word
 
 
 def group_id(inst: Member, group: str | None) -> tuple:
@@ -124,9 +126,17 @@ def _work(what: str, coll: Collectives, ec: Epoch, inst: Member, work: Kernel, i
 
 
 def fail_epoch(coll: Collectives, ec: Epoch, what: str, seq: int, exc: Exception) -> None:
-    """Tear the epoch down after a local failure; an MPI error surfaces as a CollectiveError."""
+    """Tear the epoch down after a local failure; an MPI error surfaces as a CollectiveError.
+    A member's rank that died (ULFM) fails the MPI call: the registry tears the epoch down as
+    soon as it hears of the death, and that error, which names the member, is raised instead."""
+    MPI = mpi()
+    if isinstance(exc, MPI.Exception) and exc.Get_error_class() == MPI.ERR_PROC_FAILED:
+        end = time.monotonic() + DEATH_NOTICE_S
+        coll.wait(lambda: ec.dead is not None or time.monotonic() >= end, None, spin=False)
+        if ec.dead is not None:
+            raise fresh(ec.dead) from exc
     coll.reset(ec.gid, ec.epoch, f"a member failed in {what} (collective #{seq}): {exc}")
-    if isinstance(exc, mpi().Exception):
+    if isinstance(exc, MPI.Exception):
         raise CollectiveError(f"{what} in {ec.name} failed in MPI: {exc}") from exc
 
 

@@ -56,6 +56,7 @@ class Epoch:
         self.comm: Any = None  # carved: validation and per-signature Idup happen here
         self.ctl: Any = None  # control: the one switch-over allreduce of this epoch
         self.ready = threading.Event()
+        self.generation = 0  # which shrink of the carving communicator it is carved from
         self.failure: BaseException | None = None
         self.dead: BaseException | None = None
         self.lock = threading.Lock()
@@ -99,3 +100,6 @@ class RankGroup:
         self.live: set[Epoch] = set()
         self.joins: dict[int, Join] = {}
         self.query: dict[int, tuple[int, int, int]] = {}  # iid -> (version, rank, size)
+        # The last fail-fast tear-down: (its error, the calls running on this rank when it came).
+        # A member whose call was one of them fails when it enters a collective (`Collectives.enter`).
+        self.failed: tuple[BaseException, set] | None = None

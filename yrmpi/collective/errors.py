@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..core.errors import YRRuntimeError
-from ..core.groups import ABSENT, MISMATCH
+from ..core.groups import ABSENT, FAILED, MISMATCH
 
 
 class CollectiveError(YRRuntimeError):
@@ -18,6 +18,12 @@ class GroupChangedError(CollectiveError):
     """The group was torn down or its membership changed while this member waited in it."""
 
 
+class GroupFailedError(GroupChangedError):
+    """Another member's call raised (or it ended, or its rank died) while this member was in, or
+    entered, a collective of the same epoch: the message names that member, its rank and its
+    exception. The group re-forms at the next call. A `GroupChangedError` for older handlers."""
+
+
 class CollectiveMismatchError(CollectiveError, ValueError):
     """Members called different collectives, or with different shapes, dtypes, ops or roots."""
 
@@ -26,6 +32,8 @@ def error_of_kind(kind: str) -> type[CollectiveError]:
     """The error class of a failure kind sent by the registry (unknown kinds: a change)."""
     if kind == ABSENT:
         return NotInGroupError
+    if kind == FAILED:
+        return GroupFailedError
     return CollectiveMismatchError if kind == MISMATCH else GroupChangedError
 
 

@@ -11,14 +11,17 @@ without knowing the runtime.
 from __future__ import annotations
 
 import functools
+import logging
+import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import numpy as np
 
 from ..core.errors import YRRuntimeError
-from ..core.groups import CHANGED, FAILED_CALL, MISMATCH, class_group, describe_call
+from ..core.groups import CHANGED, FAILED, FAILED_CALL, MISMATCH, class_group, describe_call, observe_call_failures
 from ..core.messages import (
     CollHistory,
     CollProbe,
@@ -28,17 +31,49 @@ from ..core.messages import (
     GroupGo,
     GroupGrow,
     GroupJoin,
+    GroupMemberFailed,
     GroupQuery,
     GroupReset,
+    GroupShrink,
 )
 from ..core.rank import InstanceContext, Rank
 from ..core.replies import Replies
+from ..transport.interrupt import run_interruptible
 from .epoch import Epoch, Join, RankGroup, carved_or_dead
 from .errors import CollectiveError, CollectiveMismatchError, NotInGroupError, error_of_kind, fresh
 from .ops import mpi
 from .waiting import wait_request, wait_until
 
 MAX_COMMS = 64  # per-signature communicators per epoch; beyond, every call is checked first
+log = logging.getLogger("yrmpi")
+_CALL_CODE = run_interruptible.__code__  # one frame of it per running instance call
+
+
+def _call_of(frame: Any) -> Any:
+    """The frame that identifies the instance call a thread runs (innermost), or None."""
+    while frame is not None:
+        if frame.f_code is _CALL_CODE:
+            return frame
+        frame = frame.f_back
+    return None
+
+
+def running_calls(skip: set[int]) -> set:
+    """The instance calls running on this rank now, but on threads `skip`: one frame each
+    (held: a frame is never reused while referenced, so a frame names one call)."""
+    calls = {_call_of(frame) for tid, frame in sys._current_frames().items() if tid not in skip}
+    calls.discard(None)
+    return calls
+
+
+def _prune(calls: set) -> None:
+    """Drop (and clear, freeing their locals) the frames of calls that have returned."""
+    for frame in list(calls):
+        try:
+            frame.clear()  # raises for a frame that still executes
+        except RuntimeError:
+            continue
+        calls.discard(frame)
 
 
 class GroupRank(Rank, Protocol):
@@ -95,11 +130,19 @@ class Collectives:
         self.lock = threading.Lock()
         self.active: set[tuple] = set()  # (owner, class) of groups whose members this rank created
         self.fast: dict[tuple, Any] = {}  # (iid, group, dtype, shape, op) -> a prepared allreduce (fast.py)
+        self.generation = 0  # shrinks announced by the registry (rank deaths, ULFM)
+        self.shrunk: dict[int, Any] = {0: self.base}  # generation -> the carving communicator (None: failed)
+        self.shrunk_ready: dict[int, threading.Event] = {0: threading.Event()}
+        self.shrunk_ready[0].set()
+        self.elastic: set[tuple[tuple, int]] = set()  # (gid, iid): that member's failures do not fail the group
+        self.reported: dict[int, Any] = {}  # iid -> instance of this rank that failed, until its notice
         installed = self
+        observe_call_failures(rank, self.member_failed)
 
     def handlers(self) -> dict[type, Callable]:
         return {
             GroupGo: self.on_go,
+            GroupShrink: self.on_shrink,
             GroupGrow: self.on_grow,
             GroupActive: self.on_active,
             GroupFail: self.on_fail,
@@ -111,7 +154,9 @@ class Collectives:
         global installed
         if installed is self:
             installed = None
-        for handle in (self.world_group, self.base):
+        observe_call_failures(self.rank, None)
+        shrunk = [c for gen, c in self.shrunk.items() if gen and c is not None]
+        for handle in (self.world_group, self.base, *shrunk):
             try:
                 handle.Free()
             except Exception:
@@ -128,6 +173,7 @@ class Collectives:
     def on_go(self, gid: tuple, epoch: int, version: int, tag: int, view: list) -> None:
         """Every member asked to join: carve the communicator (in a helper thread: it blocks)."""
         ec = Epoch(gid, epoch, version, tag, view, self.rank.rank)
+        ec.generation = self.generation  # every member saw the same shrinks before this GroupGo
         rg = self._group(gid)
         with self.lock:
             rg.latest = ec
@@ -139,11 +185,66 @@ class Collectives:
             if join is not None:
                 join.event.set()
 
+    def on_shrink(self, generation: int) -> None:
+        """Ranks died (ULFM): shrink the carving communicator with every other live rank, in a
+        helper thread (it blocks), one shrink after the other. Epochs handed out after this
+        carve from the result: `Create_group` on a communicator with a dead rank fails
+        (MPI_ERR_PROC_FAILED, even acknowledged and with no dead rank in the group)."""
+        with self.lock:
+            if generation <= self.generation:
+                return
+            todo = list(range(self.generation + 1, generation + 1))
+            for gen in todo:
+                self.shrunk_ready[gen] = threading.Event()
+            self.generation = generation
+        for gen in todo:
+            threading.Thread(target=self._shrink, args=(gen,), name=f"yrmpi-shrink-{gen}", daemon=True).start()
+
+    def _shrink(self, gen: int) -> None:
+        self.shrunk_ready[gen - 1].wait()
+        prev = self.shrunk.get(gen - 1)
+        comm = None
+        if prev is not None:
+            try:
+                start = time.monotonic()
+                comm = prev.Shrink()
+                log.debug("rank %d: carving communicator shrunk (#%d, %d ranks) in %.1f ms", self.rank.rank, gen,
+                          comm.Get_size(), 1e3 * (time.monotonic() - start))
+            except Exception as exc:
+                log.warning("rank %d: shrinking the communicator of groups failed: %s", self.rank.rank, exc)
+        self.shrunk[gen] = comm
+        self.shrunk_ready[gen].set()
+
+    def _create(self, ec: Epoch) -> Any:
+        """The epoch's communicator over its ranks alone, from the carving communicator of the
+        epoch's generation (the base, or its shrink after rank deaths)."""
+        MPI = mpi()
+        if ec.generation == 0:
+            group = self.world_group.Incl(ec.ranks)
+            try:
+                return self.base.Create_group(group, ec.tag)
+            finally:
+                group.Free()
+        self.shrunk_ready[ec.generation].wait()
+        comm = self.shrunk.get(ec.generation)
+        if comm is None:
+            raise CollectiveError("the communicator of groups could not be shrunk after a rank death")
+        mine = comm.Get_group()
+        try:
+            ranks = MPI.Group.Translate_ranks(self.world_group, ec.ranks, mine)
+            if any(r == MPI.UNDEFINED for r in ranks):
+                raise CollectiveError(f"a member's rank of {ec.name} died")
+            group = mine.Incl(ranks)
+            try:
+                return comm.Create_group(group, ec.tag)
+            finally:
+                group.Free()
+        finally:
+            mine.Free()
+
     def _carve(self, ec: Epoch) -> None:
         try:
-            group = self.world_group.Incl(ec.ranks)
-            comm = self.base.Create_group(group, ec.tag)
-            group.Free()
+            comm = self._create(ec)
             ctl = comm.Dup()
         except Exception as exc:  # a rank died under ULFM, or the job is ending
             ec.failure = CollectiveError(f"carving the communicator of {ec.name} failed: {exc}")
@@ -174,6 +275,18 @@ class Collectives:
             rg.version = max(rg.version, version)
             rg.query.clear()
             stale = [ec for ec in rg.live if ec.version < version or force]
+        if kind == FAILED:  # the members whose running call enters a collective later fail too
+            failed = rg.failed
+            if failed is not None:
+                _prune(failed[1])
+            skip: set[int] = set()  # the failed member's own next call (it may have started) is not failed
+            for iid, inst in list(self.reported.items()):
+                if f"instance {iid:x} " in reason:
+                    skip.update(inst.threads)
+                    self.reported.pop(iid, None)
+            rg.failed = (error_of_kind(kind)(reason), running_calls(skip))
+            for join in list(rg.joins.values()):
+                join.event.set()
         for ec in stale:
             if hard:
                 self._kill(ec, error_of_kind(kind)(reason))
@@ -183,6 +296,41 @@ class Collectives:
                         ec.switch_wanted = True
                         if ec.ctl is not None:
                             self._post_switch(ec)
+
+    def member_failed(self, inst: Any, exc: BaseException) -> None:
+        """Hook from the host: a call of `inst` raised. Fail its groups fast (the registry knows
+        which they are), but those it opted out of; a collective error is itself a consequence."""
+        if getattr(inst, "oneshot", False) or not isinstance(exc, Exception) or isinstance(exc, CollectiveError):
+            return
+        keep = [gid for gid, iid in list(self.elastic) if iid == inst.iid]
+        message = str(exc)
+        if len(message) > 500:
+            message = message[:500] + "..."
+        log.debug("%s raised %s: reporting it to its groups", getattr(inst, "label", inst.iid), type(exc).__name__)
+        self.reported[inst.iid] = inst
+        if len(self.reported) > 1000:  # (notices that never came: groups nobody used)
+            self.reported.pop(next(iter(self.reported)))
+        self.rank.send(0, GroupMemberFailed(inst.iid, self.rank.rank, type(exc).__name__, message, keep))
+
+    def set_fail_fast(self, inst: Member, gid: tuple, enabled: bool) -> None:
+        if enabled:
+            self.elastic.discard((gid, inst.iid))
+        else:
+            self.elastic.add((gid, inst.iid))
+
+    def _failed_call(self, rg: RankGroup) -> None:
+        """Raise the fail-fast error if this thread's call was running when it arrived (once)."""
+        failed = rg.failed
+        if failed is None:
+            return
+        error, calls = failed
+        mine = _call_of(sys._getframe(1))
+        if mine is not None and mine in calls:
+            calls.discard(mine)
+            raise fresh(error)
+        _prune(calls)
+        if not calls and rg.failed is failed:
+            rg.failed = None
 
     def on_active(self, gid: tuple) -> None:
         """A group whose members this rank created was carved: later creations must announce."""
@@ -266,7 +414,9 @@ class Collectives:
     def enter(self, inst: Member, gid: tuple) -> tuple[Epoch, int]:
         """The epoch this member's next collective runs in, and its sequence number there."""
         key = (gid, inst.iid)
+        rg = self._group(gid)
         while True:
+            self._failed_call(rg)
             ec = self.members.get(key)
             if ec is not None:
                 if not ec.ready.is_set():
@@ -367,6 +517,7 @@ class Collectives:
                         break
                     if join.error is not None:
                         raise fresh(join.error)
+                    self._failed_call(rg)
                     self.wait(join.event.is_set, inst, event=join.event, spin=False)
         finally:
             with self.lock:

@@ -355,6 +355,25 @@ class CollHistory(NamedTuple):
     found: dict
 
 
+class GroupMemberFailed(NamedTuple):
+    """a member's rank -> registry: a call of member `iid` raised `error_class`: `message`; its
+    groups (but those in `keep`, where it opted out) fail fast: their members are released."""
+
+    iid: int
+    rank: int
+    error_class: str
+    message: str
+    keep: list
+
+
+class GroupShrink(NamedTuple):
+    """registry -> every live rank: ranks died; every rank shrinks the communicator that groups
+    are carved from (ULFM `MPI_Comm_shrink`, collective over all live ranks), and the epochs
+    handed out after this carve from shrink number `generation`."""
+
+    generation: int
+
+
 #: Every message type, in code order: a message's code is its index here.
 TYPES: tuple[type, ...] = (
     Create, Placed, CreateFailed, InstanceEnded, Kill, Lookup, Locate, Resources, Moved, Gone,
@@ -362,6 +381,7 @@ TYPES: tuple[type, ...] = (
     Fetch, Value, Ref, Reply, RanksFailed, Shutdown, Bye,
     GroupJoin, GroupGo, GroupGrow, GroupActive, GroupFail, GroupChanged, GroupQuery, GroupCreate,
     GroupDestroy, GroupReset, CollStall, CollProbe, CollHistory,
+    GroupMemberFailed, GroupShrink,
 )
 CODES: dict[type, int] = {cls: code for code, cls in enumerate(TYPES)}
 

@@ -24,8 +24,8 @@ from typing import Any
 import cloudpickle
 
 from ..core import errors
-from ..core.groups import call_failed
 from ..core.errors import InstanceExit, InstanceExitedError, YRRuntimeError, error_info
+from ..core.groups import call_failed
 from ..core.messages import Call, Construct, Drained, Ended, Probe, ProbeResult, Result, Terminate
 from ..core.rank import Rank
 from ..core.refs import ObjectRef, get

@@ -19,7 +19,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..core.groups import ABSENT, CHANGED, CLASS_GROUP, MISMATCH, class_group, describe_call, group_label, named_group
+from ..core.groups import (
+    ABSENT,
+    CHANGED,
+    CLASS_GROUP,
+    FAILED,
+    MISMATCH,
+    class_group,
+    describe_call,
+    group_label,
+    named_group,
+)
 from ..core.messages import (
     CollHistory,
     CollProbe,
@@ -31,8 +41,10 @@ from ..core.messages import (
     GroupFail,
     GroupGo,
     GroupJoin,
+    GroupMemberFailed,
     GroupQuery,
     GroupReset,
+    GroupShrink,
     Reply,
 )
 from ..core.rank import Rank
@@ -47,6 +59,7 @@ class InstanceRecord(Protocol):
     owner: int | None
     creator: int  # the rank that created it (and holds its owner's handle)
     state: str  # "waiting", "placed" or "ended"
+    rank: int | None  # where it runs, once placed
     spec: Any  # a CreateSpec: `oneshot` instances are in no group
 
 
@@ -76,6 +89,8 @@ class GroupRegistry:
         self._tags = itertools.count(1)
         self._versions = itertools.count(2)  # one counter for all groups: a group that is dropped
         self._epochs = itertools.count(1)  # and made again never reuses a version or an epoch
+        self.generation = 0  # shrinks of the carving communicator announced (after rank deaths)
+        self._shrunk_for = 0  # how many dead ranks the last shrink was for
 
     def handlers(self) -> dict[type, Callable]:
         return {
@@ -86,6 +101,7 @@ class GroupRegistry:
             GroupReset: self.on_reset,
             CollStall: self.on_stall,
             CollHistory: self.on_history,
+            GroupMemberFailed: self.on_member_failed,
         }
 
     # -- hooks from the scheduler ---------------------------------------------------------
@@ -147,16 +163,17 @@ class GroupRegistry:
         return (f"no group named {gid[2]!r} was created by this instance's owner "
                 f"(yr.collective.create_group(handles, name=...))")
 
-    def _changed(self, g: _GroupState, hard: bool, reason: str, kind: str) -> None:
+    def _changed(self, g: _GroupState, hard: bool, reason: str, kind: str, also: set[int] | None = None) -> None:
         g.version = next(self._versions)
-        targets = g.ranks | g.watchers | set(g.joined.values())
+        targets = g.ranks | g.watchers | set(g.joined.values()) | (also or set())
         for rank in targets:
             self.here.send(rank, GroupChanged(g.gid, g.version, hard, reason, kind, False))
         if hard:
             g.carved_members = set()
             g.probe = None
             for iid, rank in g.joined.items():
-                self.here.send(rank, GroupFail(g.gid, iid, f"{group_label(g.gid)} changed: {reason}", kind))
+                text = reason if kind == FAILED else f"{group_label(g.gid)} changed: {reason}"
+                self.here.send(rank, GroupFail(g.gid, iid, text, kind))
             g.joined = {}
         else:
             self._try_go(g)
@@ -173,6 +190,7 @@ class GroupRegistry:
         members = self._members(g)
         if not members or any(m not in g.joined for m in members):
             return
+        self._shrink_if_ranks_died()
         g.epoch = next(self._epochs)
         tag = next(self._tags) % 32767 + 1  # a distinct tag per carving (MPI guarantees >= 32767)
         view = [(m, g.joined[m]) for m in members]
@@ -187,6 +205,19 @@ class GroupRegistry:
             records = self.records
             for rank in {records[m].creator for m in members if m in records}:
                 self.here.send(rank, GroupActive(g.gid))
+
+    def _shrink_if_ranks_died(self) -> None:
+        """Under ULFM, after a rank death, carving from the old communicator fails: before the
+        next epoch is handed out, every live rank shrinks it (each receives this before the
+        GroupGo that follows, in order, from this rank)."""
+        failed = self.here.failed_ranks()
+        if len(failed) <= self._shrunk_for:
+            return
+        self._shrunk_for = len(failed)
+        self.generation += 1
+        for rank in range(self.here.size):
+            if rank not in failed:
+                self.here.send(rank, GroupShrink(self.generation))
 
     # -- messages -------------------------------------------------------------------------
     def on_join(self, gid: tuple, iid: int, rank: int, prev_epoch: int) -> None:
@@ -250,6 +281,24 @@ class GroupRegistry:
         if epoch is not None and (epoch != g.epoch or not g.carved_members):
             return  # that epoch is already gone
         self._changed(g, True, reason, kind)
+
+    def on_member_failed(self, iid: int, rank: int, error_class: str, message: str, keep: list) -> None:
+        """A member's call raised: fail its groups fast. Members inside a collective of the epoch,
+        or waiting to join the next, are released with GroupFailedError; every member's rank is
+        told, so that members whose running call enters a collective later fail too."""
+        rec = self.records.get(iid)
+        if rec is None or rec.state == "ended":
+            return
+        kept = {tuple(k) for k in keep}
+        for gid in [class_group(rec.owner, rec.cls), *self.named_of.get(iid, ())]:
+            g = self.groups.get(gid)
+            if g is None or gid in kept:
+                continue
+            records = self.records
+            ranks = {records[m].rank for m in self._members(g) if m != iid and records[m].rank is not None}
+            reason = (f"{group_label(gid)} failed: member {rec.cls} instance {iid:x} on rank {rank} raised "
+                      f"{error_class}: {message}")
+            self._changed(g, True, reason, FAILED, ranks)
 
     def on_stall(self, gid: tuple, epoch: int) -> None:
         """A member waits long in a collective: compare the members' recent call signatures."""
