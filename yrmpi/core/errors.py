@@ -7,7 +7,9 @@ original exception class, so `except ValueError` works in the caller.
 from __future__ import annotations
 
 import builtins
+import os
 import traceback
+import types
 
 import cloudpickle
 
@@ -113,13 +115,60 @@ class InstanceExit(BaseException):
     """Raised by `yr.exit()` inside an instance: end this instance (and its children)."""
 
 
-def error_info(exc: BaseException, origin: str) -> tuple:
-    """A picklable description of an exception that crosses the wire (a Result's payload)."""
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # yrmpi/
+
+
+def _internal(frame: traceback.FrameSummary) -> bool:
+    return frame.filename.startswith(_PACKAGE)
+
+
+def _trim(te: traceback.TracebackException, seen: set[int]) -> None:
+    """Drop yrmpi's frames around the user's: the leading ones (host, interrupt) all, the
+    trailing ones but the first (the yrmpi function the user called), in the whole chain."""
+    if id(te) in seen:
+        return
+    seen.add(id(te))
+    frames = list(te.stack)
+    start = 0
+    while start < len(frames) and _internal(frames[start]):
+        start += 1
+    if start == len(frames):  # only yrmpi frames (an error of the runtime itself): keep them
+        start = 0
+    end = len(frames)
+    while end > start + 1 and _internal(frames[end - 1]) and _internal(frames[end - 2]):
+        end -= 1
+    te.stack = traceback.StackSummary.from_list(frames[start:end])
+    for other in (te.__cause__, te.__context__):
+        if other is not None:
+            _trim(other, seen)
+
+
+def remote_traceback(exc: BaseException, where: str | None = None) -> str:
+    """The traceback a caller reads: the user's frames with their files and source lines, and
+    one line for where the call ran instead of yrmpi's own frames."""
+    try:
+        te = traceback.TracebackException(type(exc), exc, exc.__traceback__, compact=True)
+        _trim(te, set())
+        text = "".join(te.format())
+    except Exception:  # never lose the error over its formatting
+        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if where:
+        head = "Traceback (most recent call last):\n"
+        at = text.rfind(head)  # the outermost traceback is printed last
+        if at >= 0:
+            cut = at + len(head)
+            text = f"{text[:cut]}  [yrmpi: called {where}]\n{text[cut:]}"
+    return text
+
+
+def error_info(exc: BaseException, origin: str, where: str | None = None) -> tuple:
+    """A picklable description of an exception that crosses the wire (a Result's payload).
+    `where`: the call it came from, for the traceback (`remote_traceback`)."""
     try:
         blob = cloudpickle.dumps(exc)
     except Exception:
         blob = None
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    tb = remote_traceback(exc, where)
     code = getattr(exc, "code", 0) if isinstance(exc, YRError) else 0
     return (type(exc).__name__, str(exc), tb, origin, blob, code)
 
@@ -137,3 +186,25 @@ def error_from_info(info: tuple) -> BaseException:
     if isinstance(cause, YRError):
         return cause
     return invoke_error(cause, type_name, message, tb, origin)
+
+
+def _keep_code_filenames() -> None:
+    """Classes and functions sent by value (cloudpickle) keep their `co_filename`: cloudpickle
+    replaces it with "<dynamic-code>", and a remote traceback then shows no file and no source
+    line. With the real name, the rank reads the source where the file is readable there."""
+    pickler = getattr(getattr(cloudpickle, "cloudpickle", None), "Pickler", None)
+    table = getattr(pickler, "_dispatch_table", None)
+    original = table.get(types.CodeType) if isinstance(table, dict) else None
+    if original is None or getattr(original, "keeps_filename", False):
+        return
+
+    def reduce_code(code: types.CodeType) -> tuple:
+        ctor, args = original(code)[:2]
+        args = tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+        return ctor, args
+
+    reduce_code.keeps_filename = True  # type: ignore[attr-defined]
+    table[types.CodeType] = reduce_code
+
+
+_keep_code_filenames()
