@@ -321,5 +321,103 @@ def mismatched_arguments():
     assert yr.get([m.mismatch.invoke(2) for m in ms], timeout=60) == ["completed"] * 2
 
 
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=1000))
+class Stepper:
+    def elastic(self):
+        C.set_fail_fast(False)
+
+    def step(self, fail_rank=-1, delay=0.0, enter_after=0.0, catch=False):
+        """One training step; member `fail_rank` raises after `delay` s instead of joining the
+        allreduce; the others enter it after `enter_after` s."""
+        if C.rank() == fail_rank:
+            time.sleep(delay)
+            raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied (3x4 and 5x6) at {time.time()!r}")
+        time.sleep(enter_after)
+        try:
+            return float(C.allreduce(np.ones(4))[0])
+        except C.GroupFailedError as exc:
+            if not catch:
+                raise
+            return ["released", time.time(), str(exc)]
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=0))
+class StepSupervisor:
+    def __init__(self):
+        self.workers = [Stepper.invoke() for _ in range(3)]
+
+    def step(self, *args):
+        """The plain pattern: the first failure (the root cause) is what get raises."""
+        return yr.get([w.step.invoke(*args) for w in self.workers], timeout=20)
+
+    def outcomes(self, fail_rank, delay, enter_after, catch=True):
+        refs = [w.step.invoke(fail_rank, delay, enter_after, catch) for w in self.workers]
+        out = []
+        for ref in refs:
+            try:
+                out.append(yr.get(ref, timeout=20))
+            except RuntimeError as exc:
+                out.append(["raised", float(str(exc).split(" at ")[1].split("\n")[0]), str(exc)])
+        return out
+
+    def elastic(self):
+        yr.get([w.elastic.invoke() for w in self.workers])
+        refs = [w.step.invoke(2, 0.0, 0.0) for w in self.workers]
+        first = [refs[2]]
+        try:
+            yr.get(first, timeout=20)
+        except RuntimeError:
+            pass
+        time.sleep(0.5)
+        waiting = yr.wait(refs[:2], timeout=0.01)[1]
+        again = self.workers[2].step.invoke()  # the owner re-runs the failed member's step
+        return len(waiting), yr.get(refs[:2] + [again], timeout=20)
+
+
+def _released_within(out, fail_rank=2):
+    t_fail = out[fail_rank][1]
+    for i, o in enumerate(out):
+        if i == fail_rank:
+            assert o[0] == "raised" and "mat1 and mat2" in o[2], o
+            continue
+        assert o[0] == "released", out
+        assert "Stepper instance" in o[2] and "rank" in o[2] and "RuntimeError: mat1 and mat2" in o[2], o[2]
+        assert o[1] - t_fail < 1.0, f"released {o[1] - t_fail:.3f} s after the failure"
+    return max(o[1] for o in out) - t_fail
+
+
+@check
+def a_member_exception_fails_its_group_fast():
+    sup = new(StepSupervisor)
+    assert yr.get(sup.step.invoke(), timeout=60) == [3.0] * 3
+    # the others wait inside the allreduce when member 2 raises
+    start = time.monotonic()
+    try:
+        yr.get(sup.step.invoke(2, 0.3), timeout=60)
+        raise AssertionError("no error")
+    except RuntimeError as exc:
+        assert "mat1 and mat2 shapes cannot be multiplied" in str(exc), str(exc)
+        assert not isinstance(exc, C.CollectiveError), exc
+    assert time.monotonic() - start < 5, time.monotonic() - start
+    inside = _released_within(yr.get(sup.outcomes.invoke(2, 0.3, 0.0), timeout=60))
+    # the others enter the allreduce after member 2 raised, in the call that was running
+    later = _released_within(yr.get(sup.outcomes.invoke(2, 0.0, 0.5), timeout=60))
+    assert yr.get(sup.step.invoke(), timeout=60) == [3.0] * 3, "the group re-forms for the next step"
+    # member 2 raises before the group was ever carved (the others wait to join)
+    sup.terminate(is_sync=True)
+    fresh_sup = new(StepSupervisor)
+    first = _released_within(yr.get(fresh_sup.outcomes.invoke(2, 0.3, 0.0), timeout=60))
+    assert yr.get(fresh_sup.step.invoke(), timeout=60) == [3.0] * 3
+    print(f"INFO fail-fast release after the failure: inside {inside:.3f} s, entering later {later:.3f} s, "
+          f"before the first carve {first:.3f} s", flush=True)
+
+
+@check
+def an_elastic_group_waits_for_the_failed_member():
+    sup = new(StepSupervisor)
+    waiting, got = yr.get(sup.elastic.invoke(), timeout=60)
+    assert waiting == 2 and got == [3.0] * 3, (waiting, got)
+
+
 if __name__ == "__main__":
     checklib.main()

@@ -323,5 +323,97 @@ def rank_that_exits_is_detected_with_heartbeat():
     _rank_death("exit", recover=0)
 
 
+@yr.instance(invoke_options=ONE)
+class GroupWorker:
+    def reduce_steps(self, steps):
+        grad = np.full(1000, float(yr.collective.rank() + 1))
+        for _ in range(steps):
+            total = yr.collective.allreduce(grad)
+        return float(total[0])
+
+    def reduce_or_released(self, steps):
+        try:
+            return self.reduce_steps(steps)
+        except yr.collective.CollectiveError as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    def die(self):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=0))
+class GroupOwner:
+    def __init__(self, n):
+        self.workers = [GroupWorker.invoke() for _ in range(n)]
+
+    def train(self, steps):
+        return yr.get([w.reduce_steps.invoke(steps) for w in self.workers], timeout=60)
+
+    def kill_one_mid_allreduce(self):
+        """Worker 0 waits in an allreduce for worker 1, whose rank dies: worker 0 is released."""
+        survivor = self.workers[0].reduce_or_released.invoke(1)
+        time.sleep(0.3)
+        self.workers[1].die.invoke()
+        return yr.get(survivor, timeout=30)
+
+
+def _new_group_works(n=2):
+    owner = GroupOwner.invoke(n)
+    want = float(n * (n + 1) / 2)
+    assert yr.get(owner.train.invoke(5), timeout=60) == [want] * n, "a group carved after a rank death"
+    owner.terminate(is_sync=True)
+
+
+@check
+def groups_carve_and_allreduce_after_rank_deaths():
+    """A worker rank SIGKILLed mid-allreduce, then a second rank killed: each time, new groups
+    (carved from the communicator that saw the deaths) allreduce correctly."""
+    base_total = yr.resources()["total"]["cpu_total"]
+    owner = GroupOwner.invoke(2)
+    assert yr.get(owner.train.invoke(2), timeout=60) == [3.0, 3.0]
+    released = yr.get(owner.kill_one_mid_allreduce.invoke(), timeout=60)
+    assert released.startswith("GroupChangedError") and "ended" in released, released
+    wait_until(lambda: yr.resources()["total"]["cpu_total"] == base_total - 1000, what="dead rank left the pool")
+    owner.terminate(is_sync=True)
+    _new_group_works()
+    victim = Worker.invoke("victim2")
+    yr.get(victim.ping.invoke())
+    try:
+        yr.get(victim.die.invoke("segv"), timeout=30)
+    except yr.YRError as exc:
+        assert exc.code == 1007, exc
+    wait_until(lambda: yr.resources()["total"]["cpu_total"] == base_total - 2000, what="second dead rank left")
+    _new_group_works()
+
+
+@yr.instance(invoke_options=ONE)
+class DeadlockWorker:
+    def step(self):
+        return float(yr.collective.allreduce(np.ones(3))[0])
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=0))
+class TooBigSupervisor:
+    def run(self, n):
+        workers = [DeadlockWorker.invoke() for _ in range(n)]
+        return yr.get([w.step.invoke() for w in workers], timeout=60)
+
+
+@check
+def deadlock_in_a_group_reports_the_deadlock_not_the_group_change():
+    """One worker more than fits: the placed ones wait in an allreduce for it, the creation
+    fails with DeadlockError, which ends it and changes the group: the supervisor (and the
+    driver) see the DeadlockError, the root cause, not the GroupChangedError it caused."""
+    free = settled_usage()
+    slots = (free["cpu_total"] - free["cpu_used"]) // 1000
+    sup = TooBigSupervisor.invoke()
+    try:
+        yr.get(sup.run.invoke(slots + 1), timeout=90)
+        raise AssertionError("no error")
+    except yr.DeadlockError as exc:
+        assert "deadlock" in str(exc), str(exc)
+    sup.terminate(is_sync=True)
+
+
 if __name__ == "__main__":
     main()
