@@ -158,6 +158,7 @@ class LoopRank:
             self.caller.end_dropped()
         if self.scheduler is not None:
             self.scheduler.tick(self.world.now)
+            self.roles.kv.tick(self.world.now)
 
 
 class LoopWorld:

@@ -17,19 +17,52 @@ if _os.environ.get("OMPI_MCA_mpi_ft_enable") == "1":
     _mpi4py.rc.finalize = False
 
 from .api.functions import (
+    ClientInfo,
     cancel,
     exit,
     finalize,
     get,
     get_instance,
+    get_node_ip_address,
     init,
     is_initialized,
     kill_instance,
+    list_named_instances,
     put,
     resources,
     wait,
 )
-from .api.handles import FunctionProxy, InstanceCreator, InstanceHandle, instance, invoke, method
+from .api.handles import (
+    FunctionProxy,
+    InstanceCreator,
+    InstanceHandle,
+    InstanceProxy,
+    MethodProxy,
+    instance,
+    invoke,
+    method,
+)
+from .api.kv import (
+    CacheType,
+    ConsistencyType,
+    CreateParam,
+    ExistenceOpt,
+    GetParam,
+    GetParams,
+    MSetParam,
+    SetParam,
+    WriteMode,
+    kv_del,
+    kv_get,
+    kv_get_with_param,
+    kv_m_write_tx,
+    kv_read,
+    kv_set,
+    kv_write,
+    kv_write_with_param,
+    load_state,
+    save_state,
+)
 from .core.errors import (
     CancelError,
     DeadlockError,
@@ -48,9 +81,12 @@ from .core.refs import ObjectRef
 __version__ = "0.1.0"
 
 __all__ = [
-    "CancelError", "Config", "DeadlockError", "FunctionProxy", "InstanceCreator", "InstanceExitedError",
-    "InstanceHandle", "InvokeOptions", "ObjectRef", "ResourceError", "YRError", "YRInvokeError",
-    "YRRuntimeError", "YRTimeoutError", "YRTypeError", "YRValueError", "cancel", "exit", "finalize",
-    "get", "get_instance", "init", "instance", "invoke", "is_initialized", "kill_instance", "method",
-    "put", "resources", "wait", "collective",
+    "CancelError", "ClientInfo", "Config", "DeadlockError", "FunctionProxy", "InstanceCreator", "InstanceExitedError",
+    "InstanceHandle", "InstanceProxy", "InvokeOptions", "MethodProxy", "ObjectRef", "ResourceError", "YRError",
+    "YRInvokeError", "YRRuntimeError", "YRTimeoutError", "YRTypeError", "YRValueError", "cancel", "exit", "finalize",
+    "get", "get_instance", "get_node_ip_address", "init", "instance", "invoke", "is_initialized", "kill_instance",
+    "list_named_instances", "method", "put", "resources", "wait", "collective",
+    "CacheType", "ConsistencyType", "CreateParam", "ExistenceOpt", "GetParam", "GetParams", "MSetParam", "SetParam",
+    "WriteMode", "kv_del", "kv_get", "kv_get_with_param", "kv_m_write_tx", "kv_read", "kv_set", "kv_write",
+    "kv_write_with_param", "load_state", "save_state",
 ]

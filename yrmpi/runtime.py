@@ -34,6 +34,7 @@ from .roles.host import Host
 from .roles.objects import Objects
 from .roles.output import install_prefixing
 from .scheduling.groups import GroupRegistry
+from .scheduling.kv import KvStore
 from .scheduling.placement import Demand, Placement, RankCapacity
 from .scheduling.scheduler import Scheduler
 from .transport.interrupt import InstanceTornDown, Shield
@@ -78,10 +79,11 @@ class Roles:
     host: Host | None
     scheduler: Scheduler | None
     groups: GroupRegistry | None
+    kv: KvStore | None = None  # rank 0: the job's key-value store (yr.kv_*)
 
     def handlers(self) -> dict[type, Callable[..., None]]:
         table: dict[type, Callable[..., None]] = {}
-        for role in (self.objects, self.caller, self.host, self.scheduler, self.groups):
+        for role in (self.objects, self.caller, self.host, self.scheduler, self.groups, self.kv):
             if role is not None:
                 table.update(role.handlers())
         return table
@@ -99,7 +101,8 @@ def build_roles(here: Any, on_created: Callable[[int | None, str, int], None]) -
         groups = GroupRegistry(here, scheduler.records)
         scheduler.watchers.append(groups)  # records added, ended, restarted change groups
     host = Host(here) if here.rank != 0 else None
-    return Roles(Objects(here), caller, host, scheduler, groups)
+    kv = KvStore(here) if here.rank == 0 else None
+    return Roles(Objects(here), caller, host, scheduler, groups, kv)
 
 
 class Runtime:
@@ -220,6 +223,7 @@ class Runtime:
             self.caller.end_dropped()
         if self.scheduler is not None:
             self.scheduler.tick(now)
+            self.roles.kv.tick(now)
 
     def _handler_table(self) -> dict:
         """Message code -> handler: every role registers the messages it serves."""

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from .. import runtime as _rt
 from ..core.errors import YRTypeError, YRValueError
+from ..core.log import log
 from ..core.options import InvokeOptions
 from ..core.rank import of_this_job
 from ..core.refs import ObjectRef
@@ -26,7 +27,9 @@ def _check_return_nums(n: Any) -> int:
 def _check_options(opts: Any) -> InvokeOptions:
     if not isinstance(opts, InvokeOptions):
         raise YRTypeError(f"expected yr.InvokeOptions, got {type(opts).__name__}")
-    return copy.deepcopy(opts).validated()
+    checked = copy.deepcopy(opts).validated()
+    checked.warn_ignored()
+    return checked
 
 
 def _shape_refs(refs: list[ObjectRef], nret: int) -> ObjectRef | list[ObjectRef] | None:
@@ -36,8 +39,13 @@ def _shape_refs(refs: list[ObjectRef], nret: int) -> ObjectRef | list[ObjectRef]
 
 
 def _owner() -> int | None:
+    """The owner of what is created here: the instance whose code runs. A stateless call's
+    one-shot instance ends when it returns, but what it created must outlive it (a returned
+    ref of a call it made, as in yr and Ray): its creations belong to whoever made the call."""
     inst = _rt.current().current_instance()
-    return inst.iid if inst is not None else None
+    if inst is None:
+        return None
+    return inst.owner if inst.oneshot else inst.iid
 
 
 # -- stateless functions ----------------------------------------------------------------------
@@ -148,6 +156,17 @@ class InstanceHandle:
     def instance_id(self) -> str:
         return f"{self._state.iid:x}"
 
+    @property
+    def real_id(self) -> str:
+        """The SDK's id of the instance as the system knows it: the same as `instance_id` here."""
+        state = self._state.forward or self._state
+        return f"{state.iid:x}"
+
+    def is_activate(self) -> bool:
+        """True while the instance is usable: not terminated, not failed, as far as this rank knows."""
+        state = self._state.forward or self._state
+        return state.ended is None
+
     def __getattr__(self, name: str) -> MethodProxy:
         if name.startswith("__"):
             raise AttributeError(name)
@@ -170,7 +189,7 @@ class InstanceHandle:
         caller = rt.caller
         after_pickle(lambda: caller.on_handle_pickled(state))
         return (_rebuild_handle, (state.iid, state.cls_name, state.methods, state.rank, state.owner_rank,
-                                  rt.settings["job_id"]))
+                                  rt.settings["job_id"], state.recover))
 
     def __repr__(self) -> str:
         return f"<{self._state.cls_name} handle {self.instance_id}>"
@@ -183,9 +202,11 @@ class InstanceHandle:
 
 
 def _rebuild_handle(
-    iid: int, cls_name: str, methods: dict[str, int], rank: int | None, owner_rank: int, job: str
+    iid: int, cls_name: str, methods: dict[str, int], rank: int | None, owner_rank: int, job: str,
+    recover: int = 0,
 ) -> InstanceHandle:
-    state = of_this_job(job, "instance handle").caller.known_instance(iid, cls_name, methods, rank, owner_rank)
+    state = of_this_job(job, "instance handle").caller.known_instance(iid, cls_name, methods, rank, owner_rank,
+                                                                      recover)
     if state.owned_here:  # came home: the reference it carried is this handle now
         state.remote_refs -= 1
     else:
@@ -212,10 +233,22 @@ class MethodProxy:
         raise TypeError(f"call {self._name}.invoke(...) on a yr instance handle")
 
 
+InstanceProxy = InstanceHandle  # the SDK's name of the handle
+
+
 # -- decorators -------------------------------------------------------------------------------
+def _ignored_keywords(what: str, extra: dict) -> None:
+    if extra:
+        log.warning("%s: %s accepted and ignored (they configure cluster services yrmpi does not have)",
+                    what, ", ".join(sorted(extra)))
+
+
 def invoke(fn: Callable | None = None, *, invoke_options: InvokeOptions | None = None,
-           return_nums: int = 1) -> Any:
-    """`@yr.invoke` or `@yr.invoke(invoke_options=..., return_nums=N)` on a function."""
+           return_nums: int | None = 1, **sdk_keywords: Any) -> Any:
+    """`@yr.invoke` or `@yr.invoke(invoke_options=..., return_nums=N)` on a function (the SDK's
+    other keywords, such as `initializer`, are accepted and ignored with a warning)."""
+    return_nums = 1 if return_nums is None else return_nums
+    _ignored_keywords("@yr.invoke", sdk_keywords)
     if fn is None:
         return lambda f: FunctionProxy(f, invoke_options, return_nums)
     if isinstance(fn, type) or not callable(fn):
@@ -223,8 +256,9 @@ def invoke(fn: Callable | None = None, *, invoke_options: InvokeOptions | None =
     return FunctionProxy(fn, invoke_options, return_nums)
 
 
-def instance(cls: type | None = None, *, invoke_options: InvokeOptions | None = None) -> Any:
+def instance(cls: type | None = None, *, invoke_options: InvokeOptions | None = None, **sdk_keywords: Any) -> Any:
     """`@yr.instance` or `@yr.instance(invoke_options=...)` on a class."""
+    _ignored_keywords("@yr.instance", sdk_keywords)
     if cls is None:
         return lambda c: InstanceCreator(c, invoke_options)
     if not isinstance(cls, type):
@@ -232,8 +266,11 @@ def instance(cls: type | None = None, *, invoke_options: InvokeOptions | None = 
     return InstanceCreator(cls, invoke_options)
 
 
-def method(fn: Callable | None = None, *, return_nums: int = 1) -> Any:
-    """`@yr.method(return_nums=N)` on a method of an instance class."""
+def method(fn: Callable | None = None, *, return_nums: int = 1, **sdk_keywords: Any) -> Any:
+    """`@yr.method(return_nums=N)` on a method of an instance class (`concurrency_group=` is
+    accepted and ignored)."""
+    _ignored_keywords("@yr.method", sdk_keywords)
+
     def mark(f: Callable) -> Callable:
         f.__yr_return_nums__ = _check_return_nums(return_nums)
         return f

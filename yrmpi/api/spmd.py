@@ -11,7 +11,10 @@ from typing import Any, Callable
 
 from .. import collective, launch
 from .. import runtime as _rt
-from .functions import finalize, serve_until_shutdown
+from .functions import end_rounds, finalize, serve_rounds
+
+# The submodules yr code imports from (`from yr.exception import YRInvokeError`, ...).
+YR_SUBMODULES = ("exception", "object_ref", "config", "affinity", "fcc", "group", "resource_group")
 
 
 def alias_yr() -> None:
@@ -19,6 +22,12 @@ def alias_yr() -> None:
     if "yr" not in sys.modules and importlib.util.find_spec("yr") is None:
         sys.modules["yr"] = sys.modules["yrmpi"]  # (imported: this module is part of it)
         sys.modules["yr.collective"] = collective  # `import yr.collective`: the same module
+        for name in YR_SUBMODULES:
+            try:
+                module = importlib.import_module(f"yrmpi.{name}")
+            except ImportError:
+                continue
+            sys.modules[f"yr.{name}"] = module
 
 
 def run_script(path: str, args: list[str]) -> int:
@@ -54,9 +63,7 @@ def spmd(driver: Callable[[], Any], host_setup: Callable[[], None] | None = None
     if world.Get_rank() != 0:
         if host_setup is not None:
             host_setup()
-        rt = _rt.Runtime(world, None)
-        rt.start()
-        serve_until_shutdown(rt)
+        serve_rounds(world)  # (as many runtimes as the driver's init -> finalize rounds)
         return 0
     code = 0
     try:
@@ -73,6 +80,7 @@ def spmd(driver: Callable[[], Any], host_setup: Callable[[], None] | None = None
         if not _rt.ever_started():  # the driver never called yr.init(): release the hosts
             _rt.Runtime(world, None).start()
         finalize()
+        end_rounds()
     sys.stdout.flush()
     launch.record(code)  # the driver finished: its code is the job's, whatever mpiexec says
     return code

@@ -366,6 +366,51 @@ class GroupMemberFailed(NamedTuple):
     keep: list
 
 
+# -- the yr API's job-wide services on rank 0: named-instance listing, the KV store ------------
+
+
+class ListNames(NamedTuple):
+    """any -> scheduler: the live named instances; Reply with [(namespace, name), ...]
+    (the default namespace only, unless `all_namespaces`)."""
+
+    req_id: int
+    requester: int
+    all_namespaces: bool
+
+
+class KvWrite(NamedTuple):
+    """any -> KV store (rank 0): set `keys` to `values` (bytes; large ones travel out of band as
+    uint8 arrays); `nx`: only if none exists (all or nothing); `ttl`: seconds, 0 forever. Reply
+    with None, or an error message."""
+
+    req_id: int
+    requester: int
+    keys: list
+    values: list
+    nx: bool
+    ttl: float
+
+
+class KvRead(NamedTuple):
+    """any -> KV store: the values of `keys`, once they all exist (`timeout` seconds, -1
+    forever; `partial`: missing ones as None at the timeout). Reply with the list of values,
+    or an error message (str) at the timeout."""
+
+    req_id: int
+    requester: int
+    keys: list
+    timeout: float
+    partial: bool
+
+
+class KvDel(NamedTuple):
+    """any -> KV store: delete `keys` (missing ones are ignored). Reply with None."""
+
+    req_id: int
+    requester: int
+    keys: list
+
+
 class GroupShrink(NamedTuple):
     """registry -> every live rank: ranks died; every rank shrinks the communicator that groups
     are carved from (ULFM `MPI_Comm_shrink`, collective over all live ranks), and the epochs
@@ -380,8 +425,9 @@ TYPES: tuple[type, ...] = (
     Construct, Call, Result, Terminate, Ended, Drained, Probe, ProbeResult,
     Fetch, Value, Ref, Reply, RanksFailed, Shutdown, Bye,
     GroupJoin, GroupGo, GroupGrow, GroupActive, GroupFail, GroupChanged, GroupQuery, GroupCreate,
-    GroupDestroy, GroupReset, CollStall, CollProbe, CollHistory,
-    GroupMemberFailed, GroupShrink,
+    GroupDestroy, GroupReset, CollStall, CollProbe, CollHistory, GroupMemberFailed,
+    ListNames, KvWrite, KvRead, KvDel,
+    GroupShrink,
 )
 CODES: dict[type, int] = {cls: code for code, cls in enumerate(TYPES)}
 

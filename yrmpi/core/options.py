@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import YRTypeError, YRValueError
+from .log import log
 
 PLACEMENT_POLICIES = ("pack", "spread")
 
@@ -47,6 +48,36 @@ class InvokeOptions:
     custom_resources: dict[str, float] = field(default_factory=dict)
     schedule_timeout_ms: int = 30000  # how long a creation may wait for room; -1 forever
     custom_extensions: dict[str, str] = field(default_factory=dict)
+    env_vars: dict[str, str] = field(default_factory=dict)  # set while the instance's code runs
+    schedule_affinities: list = field(default_factory=list)  # yr.Affinity conditions on rank labels
+    resource_group_options: Any = None  # yr.ResourceGroupOptions: place inside a reserved group
+    # The SDK's other fields: accepted (so yr code runs), ignored with one warning each (see
+    # docs/api.md "yr API -> yrmpi" for why each means nothing on MPI ranks).
+    pod_labels: dict[str, str] = field(default_factory=dict)
+    labels: list = field(default_factory=list)
+    affinity: dict[str, str] = field(default_factory=dict)
+    device: Any = None
+    max_invoke_latency: int = 5000
+    min_instances: int = 0
+    max_instances: int = 0
+    need_order: bool = False
+    is_data_affinity: bool = False
+    preferred_priority: bool = True
+    required_priority: bool = False
+    preferred_anti_other_labels: bool = False
+    function_group_options: Any = None
+    trace_id: str = ""
+    alias_params: dict[str, str] = field(default_factory=dict)
+    runtime_env: dict = field(default_factory=dict)
+    preempted_allowed: bool = False
+    instance_priority: int = 0
+    group_name: str = ""
+    is_delete_remote_tensor: bool = False
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in _INVOKE_FIELDS:  # `opt.env_var = ...` (a typo) must not be silently lost
+            _reject_unknown(InvokeOptions, {name: value})
+        object.__setattr__(self, name, value)
 
     @classmethod
     def build(cls, **kwargs: Any) -> InvokeOptions:
@@ -83,11 +114,41 @@ class InvokeOptions:
                f"custom_extensions['placement'] must be one of {PLACEMENT_POLICIES}, got {policy!r}")
         if self.name is not None and not isinstance(self.name, str):
             raise YRTypeError(f"InvokeOptions.name must be a str, got {self.name!r}")
+        if self.name == "":  # the SDK's default: no name
+            object.__setattr__(self, "name", None)
+        if not isinstance(self.env_vars, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.env_vars.items()):
+            raise YRTypeError(f"InvokeOptions.env_vars must be a dict of str -> str, got {self.env_vars!r}")
+        if not isinstance(self.schedule_affinities, (list, tuple)):
+            raise YRTypeError("InvokeOptions.schedule_affinities must be a list of yr.Affinity")
         return self
+
+    def warn_ignored(self) -> None:
+        """One warning per SDK field that was set and that yrmpi ignores (when options are attached)."""
+        for name in _IGNORED_INVOKE_FIELDS:
+            if getattr(self, name) != _INVOKE_DEFAULTS[name]:
+                _warn_once(f"InvokeOptions.{name}", "means nothing on MPI ranks: accepted and ignored")
 
     @property
     def detached(self) -> bool:
         return self.custom_extensions.get("lifecycle") == "detached"
+
+
+_INVOKE_FIELDS = frozenset(f.name for f in dataclasses.fields(InvokeOptions))
+_IGNORED_INVOKE_FIELDS = (
+    "pod_labels", "labels", "affinity", "device", "max_invoke_latency", "min_instances", "max_instances",
+    "need_order", "is_data_affinity", "preferred_priority", "required_priority", "preferred_anti_other_labels",
+    "trace_id", "alias_params", "runtime_env", "preempted_allowed", "instance_priority", "group_name",
+    "is_delete_remote_tensor",
+)
+_INVOKE_DEFAULTS = {f.name: getattr(InvokeOptions(), f.name) for f in dataclasses.fields(InvokeOptions)}
+_warned: set[str] = set()
+
+
+def _warn_once(what: str, why: str) -> None:
+    if what not in _warned:
+        _warned.add(what)
+        log.warning("%s %s", what, why)
 
 
 def _env_int(name: str) -> int | None:
@@ -136,18 +197,80 @@ class Config:
     custom_resources: dict[str, float] | None = None
     placement: str | None = None
     prefix_output: bool | None = None
+    labels: dict[str, str] | None = None  # user labels of every host rank (YRMPI_LABELS, JSON), for affinity
+    # The SDK's fields. Honoured: log_level (the `yrmpi` logger's level), custom_envs (set in every
+    # instance's environment while its code runs), local_mode (the job runs on this machine's ranks
+    # anyway). The others name a cluster service yrmpi does not have: accepted, one warning names them.
+    log_level: str | int = ""
+    custom_envs: dict[str, str] = field(default_factory=dict)
+    local_mode: bool = False
+    function_id: str = ""
+    cpp_function_id: str = ""
+    cpp_auto_function_name: str = ""
+    function_name: str = ""
+    server_address: str = ""
+    ds_address: str = ""
+    is_driver: bool = True
+    invoke_timeout: int = 900
+    code_dir: str = ""
+    connection_nums: int = 100
+    recycle_time: int = 2
+    in_cluster: bool = True
+    job_id: str = ""
+    tls_config: Any = None
+    auto: bool = False
+    deployment_config: Any = None
+    rt_server_address: str = ""
+    log_dir: str = "./"
+    log_file_size_max: int = 0
+    log_file_num_max: int = 0
+    log_flush_interval: int = 5
+    runtime_id: str = "driver"
+    max_task_instance_num: int = -1
+    load_paths: list = field(default_factory=list)
+    rpc_timeout: int = 30 * 60
+    enable_mtls: bool = False
+    private_key_path: str = ""
+    certificate_file_path: str = ""
+    verify_file_path: str = ""
+    private_key_paaswd: str = ""
+    http_ioc_threads_num: int = 400
+    server_name: str = ""
+    ns: str = ""
+    tenant_id: str = ""
+    enable_metrics: bool = True
+    master_addr_list: list = field(default_factory=list)
+    working_dir: str = ""
+    enable_ds_encrypt: bool = False
+    ds_public_key_path: str = ""
+    runtime_public_key_path: str = ""
+    runtime_private_key_path: str = ""
+    num_cpus: int | None = None
+    runtime_env: dict | None = None
+    log_to_driver: bool = False
+    dedup_logs: bool = True
+    auth_token: str = ""
+    enable_tls: bool = False
+
+    def ignored_fields(self) -> list[str]:
+        """The SDK fields set to something else than their default, which yrmpi ignores."""
+        defaults = Config()
+        return [f.name for f in dataclasses.fields(self)
+                if f.name not in _HONOURED_CONFIG and getattr(self, f.name) != getattr(defaults, f.name)]
 
     def resolved(self) -> Config:
         """A copy with every field filled from the environment or defaults, validated."""
         env_prefix = os.environ.get("YRMPI_PREFIX_OUTPUT")
         env_prefix_on = None if env_prefix is None else env_prefix not in ("0", "false", "no")
-        out = Config(
+        out = dataclasses.replace(
+            self,
             num_ranks=first_given(self.num_ranks, _env_int("YRMPI_NUM_RANKS"), 9),
             cpu_per_rank=first_given(self.cpu_per_rank, _env_int("YRMPI_CPU_PER_RANK"), 1000),
             memory_per_rank=first_given(self.memory_per_rank, _env_int("YRMPI_MEMORY_PER_RANK")),
             custom_resources=first_given(self.custom_resources, _env_resources("YRMPI_RESOURCES"), {}),
             placement=first_given(self.placement, os.environ.get("YRMPI_PLACEMENT") or None, "pack"),
             prefix_output=first_given(self.prefix_output, env_prefix_on, True),
+            labels=first_given(self.labels, _env_resources("YRMPI_LABELS"), {}),
         )
         _check(out.num_ranks >= 2, f"Config.num_ranks must be >= 2 (a driver and a host), got {out.num_ranks}")
         _check(out.cpu_per_rank >= 0, f"Config.cpu_per_rank must be >= 0, got {out.cpu_per_rank}")
@@ -158,4 +281,14 @@ class Config:
                    f"custom resource {key!r} must be a number >= 0 per rank, got {amount!r}")
         _check(out.placement in PLACEMENT_POLICIES,
                f"Config.placement must be one of {PLACEMENT_POLICIES}, got {out.placement!r}")
+        if not isinstance(out.custom_envs, dict):
+            raise YRTypeError(f"Config.custom_envs must be a dict of str -> str, got {out.custom_envs!r}")
+        if not isinstance(out.labels, dict):
+            raise YRTypeError(f"Config.labels must be a dict of str -> str, got {out.labels!r}")
         return out
+
+
+_HONOURED_CONFIG = frozenset({
+    "num_ranks", "cpu_per_rank", "memory_per_rank", "custom_resources", "placement", "prefix_output", "labels",
+    "log_level", "custom_envs", "local_mode", "is_driver", "runtime_id", "job_id",
+})

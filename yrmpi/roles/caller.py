@@ -23,6 +23,7 @@ from ..core.errors import (
     ResourceError,
     YRRuntimeError,
     YRTypeError,
+    YRValueError,
     error_from_info,
 )
 from ..core.messages import (
@@ -48,6 +49,7 @@ from ..core.refs import ObjectRef, Slot, slot_of
 from ..transport.pickling import dumps, loads
 
 CALL = CODES[Call]
+ERR_RESOURCE_CONFIG_ERROR = 1006  # the SDK's "invalid resource parameter" (an undeclared custom resource)
 # Cross-layer needs, wired by the runtime: whether any rank could ever hold a demand (cpu,
 # memory, custom) -> the problem or None; and "an instance was created" for the groups.
 Unplaceable = Callable[[int, int, dict], "str | None"]
@@ -75,6 +77,7 @@ class InstanceState:
     init: tuple | None = None  # at the creator: what the constructor needs, to recover the instance
     released: bool = False  # its last handle is gone and the terminate was sent
     forward: InstanceState | None = None  # a shared named instance: the state this rank had first
+    recover: int = 0  # recover_retry_times: calls in flight when its rank dies are sent again
 
 
 CONSTRUCT = object()  # in an instance's queue of messages waiting for placement: send the constructor here
@@ -83,7 +86,7 @@ CONSTRUCT = object()  # in an instance's queue of messages waiting for placement
 class PendingCall:
     """A call sent and not answered yet (one per call: a plain class with slots, it is cheap)."""
 
-    __slots__ = ("call_id", "refs", "state", "nret", "resubmit", "retries_left")
+    __slots__ = ("call_id", "refs", "state", "nret", "resubmit", "retries_left", "encoded")
 
     def __init__(self, call_id: int, refs: list[ObjectRef], state: InstanceState, nret: int,
                  resubmit: Any = None, retries_left: int = 0) -> None:
@@ -93,6 +96,7 @@ class PendingCall:
         self.nret = nret
         self.resubmit = resubmit  # stateless calls: submit(pending) runs the call again, on a new instance
         self.retries_left = retries_left
+        self.encoded: tuple | None = None  # kept for an instance that may be recovered: sent again
 
     @property
     def slots(self) -> list[Slot]:
@@ -108,6 +112,8 @@ class Caller:
         self._unplaceable = unplaceable  # refuses at the call site what no rank could ever hold
         self._on_created = on_created
         self.dropped: deque[InstanceState] = deque()  # handles gone: end these if unreferenced
+        self._blobs: dict[str, bytes] = {}  # cls_key -> the pickled class (pickled at the first creation)
+        self._declared = {name for cap in here.settings.get("capacity", ()) for name in cap.custom}
 
     def handlers(self) -> dict[type, Callable[..., None]]:
         return {Placed: self.on_placed, CreateFailed: self.on_create_failed, Result: self.on_result,
@@ -128,9 +134,18 @@ class Caller:
     ) -> InstanceState:
         """Ask the scheduler for a rank; the constructor follows when it answers."""
         here = self.here
+        if opts.custom_resources:
+            unknown = sorted(k for k, v in opts.custom_resources.items() if v and k not in self._declared)
+            if unknown:
+                raise ResourceError(
+                    f"cannot create {label or cls.__qualname__}: invalid resource parameter: custom resource "
+                    f"{unknown[0]!r} is declared by no rank (declared: {sorted(self._declared) or 'none'}; "
+                    "Config(custom_resources=...) or YRMPI_RESOURCES declares them)", ERR_RESOURCE_CONFIG_ERROR)
         problem = self._unplaceable(opts.cpu, opts.memory, opts.custom_resources)
         if problem:
             raise ResourceError(f"cannot create {label or cls.__qualname__}: {problem}")
+        if cls_key not in self._blobs:
+            self._blobs[cls_key] = _pickle_class(cls)
         iid = here.new_id()
         try:
             init_blob = dumps((args, kwargs))
@@ -138,7 +153,7 @@ class Caller:
             raise YRTypeError(f"arguments of {cls.__qualname__}() cannot be pickled: {exc}") from exc
         label = label or cls.__qualname__
         state = InstanceState(iid, label, methods, owned_here=True, oneshot=oneshot, detached=opts.detached,
-                              owner_rank=here.rank)
+                              owner_rank=here.rank, recover=opts.recover_retry_times)
         state.init = (cls, cls_key, init_blob, opts, owner)
         state.pending.append(CONSTRUCT)
         self.instances[iid] = state
@@ -208,10 +223,13 @@ class Caller:
     ) -> None:
         blob = None
         if (rank, cls_key) not in self._shipped:
-            blob = cloudpickle.dumps(cls)
+            blob = self._blobs.get(cls_key) or cloudpickle.dumps(cls)
             self._shipped.add((rank, cls_key))
         options = {"concurrency": opts.concurrency, "recover": opts.recover_retry_times,
                    "oneshot": state.oneshot, "label": state.cls_name}
+        env = self.here.settings.get("custom_envs")
+        if env or opts.env_vars:
+            options["env"] = {**(env or {}), **opts.env_vars}
         self.here.send(rank, Construct(state.iid, owner, self.here.rank, cls_key, blob, init_blob, options))
 
     def on_create_failed(self, iid: int, code: int, message: str, kind: str) -> None:
@@ -231,6 +249,12 @@ class Caller:
         dead = set(ranks)
         for state in list(self.instances.values()):
             if state.rank not in dead:
+                continue
+            if state.recover > 0:  # it may restart elsewhere ("moved"): its calls go again then ("gone": fail)
+                with state.lock:
+                    state.rank = None
+                    state.pending.extend(call.encoded for call in self.calls.values()
+                                         if call.state is state and call.encoded is not None)
                 continue
             error = InstanceExitedError(
                 f"{state.cls_name} instance {state.iid:x} died with rank {state.rank} (process failure); "
@@ -305,6 +329,8 @@ class Caller:
                 f"arguments of {state.cls_name}.{method} cannot be pickled: {exc}"
             ) from exc
         self.calls[call_id] = pending
+        if state.recover:
+            pending.encoded = encoded
         with state.lock:
             if state.rank is None:
                 state.pending.append(encoded)
@@ -324,15 +350,19 @@ class Caller:
         if call.nret <= 1:
             slot_of(call.refs[0]).set_result(payload)
             return
-        values = tuple(payload) if isinstance(payload, (tuple, list)) else (payload,)
-        if len(values) != call.nret:
-            err = YRRuntimeError(
-                f"{call.state.cls_name} returned {len(values)} values but return_nums={call.nret}"
-            )
+        if not isinstance(payload, (tuple, list)):  # as in the SDK: not a sequence is a TypeError,
+            err: BaseException = YRTypeError(    # the wrong count a ValueError
+                f"{call.state.cls_name} returned a {type(payload).__name__}, but return_nums={call.nret}: "
+                f"return a tuple or list of {call.nret} values")
+        elif len(payload) != call.nret:
+            err = YRValueError(f"{call.state.cls_name} returned {len(payload)} values but return_nums={call.nret}")
+        else:
+            err = None
+        if err is not None:
             for slot in call.slots:
                 slot.set_error(err)
             return
-        for slot, value in zip(call.slots, values):
+        for slot, value in zip(call.slots, payload):
             slot.set_result(value)
 
     def on_instance_ended(self, iid: int, code: int, reason: str) -> None:
@@ -395,12 +425,13 @@ class Caller:
             self.here.send_encoded(state.rank, encoded)
 
     def known_instance(
-        self, iid: int, cls_name: str, methods: dict[str, int], rank: int | None, owner_rank: int = -1
+        self, iid: int, cls_name: str, methods: dict[str, int], rank: int | None, owner_rank: int = -1,
+        recover: int = 0,
     ) -> InstanceState:
         """The state for a handle that arrived from another rank (or a lookup)."""
         state = self.instances.get(iid)
         if state is None:
-            state = InstanceState(iid, cls_name, methods, rank=rank, owner_rank=owner_rank)
+            state = InstanceState(iid, cls_name, methods, rank=rank, owner_rank=owner_rank, recover=recover)
             self.instances[iid] = state
             if rank is None:
                 self.here.send(0, Locate(iid, self.here.rank))
@@ -425,3 +456,28 @@ class Caller:
             self.calls.pop(ref.id, None)
             for slot in call.slots:
                 slot.set_error(CancelError("the call was cancelled before it started"))
+
+
+def _pickle_class(cls: type) -> bytes:
+    """The class as it travels to host ranks; one that cannot be pickled fails here, at the
+    creation, naming the class and the attribute that cannot be pickled."""
+    try:
+        return cloudpickle.dumps(cls)
+    except Exception as exc:
+        culprit = ""
+        for klass in cls.__mro__:
+            if klass is object:
+                continue
+            for name, value in vars(klass).items():
+                if name.startswith("__") and name.endswith("__"):
+                    continue
+                try:
+                    cloudpickle.dumps(value)
+                except Exception as inner:
+                    culprit = f": its attribute {klass.__qualname__}.{name} ({type(value).__name__}) cannot be " \
+                              f"pickled ({inner})"
+                    break
+            if culprit:
+                break
+        raise YRTypeError(f"class {cls.__qualname__} cannot be sent to the host ranks{culprit or f': {exc}'}; "
+                          "create such attributes in __init__ instead") from exc

@@ -23,6 +23,7 @@ from ..core.messages import (
     Gone,
     InstanceEnded,
     Kill,
+    ListNames,
     Locate,
     Lookup,
     Moved,
@@ -85,6 +86,7 @@ class Scheduler:
     def handlers(self) -> dict[type, Callable[..., None]]:
         return {Create: self.on_create, Ended: self.on_ended, Kill: self.on_kill, Lookup: self.on_lookup,
                 Locate: self.on_locate, Resources: self.on_resources, Drained: self.on_drained,
+                ListNames: self.on_list_names,
                 ProbeResult: self.deadlock.on_probe_result}
 
     # -- creation --------------------------------------------------------------------------
@@ -103,11 +105,9 @@ class Scheduler:
             key = (spec.namespace, spec.name)
             existing = self.records.get(self.names.get(key, -1))
             if existing is not None and existing.state != "ended":
-                if not spec.get_if_exists:
-                    self._fail(creator, iid, errors.ERR_PARAM_INVALID,
-                               f"an instance named {spec.name!r} already exists in namespace "
-                               f"{spec.namespace!r}; pass get_if_exists=True to share it")
-                elif existing.state == "placed":
+                # As in the SDK, a creation with the name of a live instance gets that instance
+                # (get_if_exists or not); its constructor arguments are not used.
+                if existing.state == "placed":
                     self.here.send(creator, Placed(iid, existing.rank, existing.iid))
                 else:
                     existing.name_waiters.append((creator, iid))
@@ -262,6 +262,11 @@ class Scheduler:
             self.here.send(requester, Reply(req_id, None))
         else:
             self.here.send(requester, Reply(req_id, (rec.iid, rec.cls, rec.rank, rec.spec.methods)))
+
+    def on_list_names(self, req_id: int, requester: int, all_namespaces: bool) -> None:
+        names = sorted(key for key, iid in self.names.items()
+                       if (all_namespaces or not key[0]) and iid in self.records)
+        self.here.send(requester, Reply(req_id, names))
 
     def on_locate(self, iid: int, requester: int) -> None:
         rec = self.records.get(iid)
