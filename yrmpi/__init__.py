@@ -63,6 +63,7 @@ from .api.kv import (
     load_state,
     save_state,
 )
+from .core.affinity import Affinity, AffinityKind, AffinityScope, AffinityType, LabelOperator, OperatorType
 from .core.errors import (
     CancelError,
     DeadlockError,
@@ -89,4 +90,5 @@ __all__ = [
     "CacheType", "ConsistencyType", "CreateParam", "ExistenceOpt", "GetParam", "GetParams", "MSetParam", "SetParam",
     "WriteMode", "kv_del", "kv_get", "kv_get_with_param", "kv_m_write_tx", "kv_read", "kv_set", "kv_write",
     "kv_write_with_param", "load_state", "save_state",
+    "Affinity", "AffinityKind", "AffinityScope", "AffinityType", "LabelOperator", "OperatorType",
 ]

@@ -30,6 +30,8 @@ class CreateSpec(NamedTuple):
     oneshot: bool  # a stateless call's instance
     recover: int  # recover_retry_times
     methods: dict  # name -> return count, for lookups of named instances
+    affinity: tuple = ()  # InvokeOptions.schedule_affinities in wire form (core/affinity.py)
+    labels: tuple = ()  # InvokeOptions.labels: what INSTANCE affinities of others match
 
 
 class Create(NamedTuple):

@@ -16,6 +16,7 @@ from typing import Any
 import cloudpickle
 
 from ..core import errors
+from ..core.affinity import to_wire as affinity_wire
 from ..core.errors import (
     CancelError,
     DeadlockError,
@@ -162,6 +163,8 @@ class Caller:
             namespace=opts.namespace or "", get_if_exists=opts.get_if_exists, detached=opts.detached,
             policy=opts.custom_extensions.get("placement") or here.settings["placement"],
             timeout_ms=opts.schedule_timeout_ms, oneshot=oneshot, recover=opts.recover_retry_times, methods=methods,
+            affinity=affinity_wire(opts.schedule_affinities) if opts.schedule_affinities else (),
+            labels=tuple(str(label) for label in opts.labels),
         )
         here.send(0, Create(iid, here.rank, owner, spec))
         self._on_created(owner, label, iid)  # its siblings' group must grow before our next call

@@ -34,6 +34,7 @@ from ..core.messages import (
     Terminate,
 )
 from ..core.rank import Rank
+from . import affinity
 from .deadlock import DeadlockProbe
 from .placement import Demand, Placement
 
@@ -82,6 +83,7 @@ class Scheduler:
         self.deadlock = DeadlockProbe(here, lambda: self.last_change, self._declare_deadlock)
         # communicator subgroups: membership, epochs, tear-downs (it reads our records, sends from `here`)
         self.watchers: list[RecordWatcher] = []  # the runtime adds the group registry
+        self._rank_labels: dict[int, dict] = {}  # affinity: each host rank's labels
 
     def handlers(self) -> dict[type, Callable[..., None]]:
         return {Create: self.on_create, Ended: self.on_ended, Kill: self.on_kill, Lookup: self.on_lookup,
@@ -93,6 +95,9 @@ class Scheduler:
     def on_create(self, iid: int, creator: int, owner: int | None, spec: CreateSpec) -> None:
         demand = Demand(spec.cpu, spec.memory, spec.custom)
         problem = self.placement.explain_unplaceable(demand)
+        if not problem and spec.affinity:
+            never = affinity.never_possible(spec.affinity, [self._labels_of(r) for r in self.placement.live_ranks])
+            problem = never and f"{never}; labels come from Config(labels=...) or YRMPI_LABELS"
         if problem:
             self._fail(creator, iid, errors.ERR_RESOURCE_NOT_ENOUGH, f"cannot create {spec.cls}: {problem}")
             return
@@ -124,8 +129,60 @@ class Scheduler:
         if not self._try_place(rec):
             self.waiting.append(rec)
 
+    def _labels_of(self, rank: int) -> dict:
+        labels = self._rank_labels.get(rank)
+        if labels is None:
+            user = self.here.settings.get("labels") or {}
+            labels = self._rank_labels[rank] = affinity.rank_labels(rank, self.placement.node_of(rank), user)
+        return labels
+
+    def _instance_labels(self, rank: int, scope: str) -> list[dict]:
+        node = self.placement.node_of(rank)
+        out = []
+        for rec in self.records.values():
+            if rec.state != "placed" or not rec.spec.labels:
+                continue
+            if rec.rank == rank or (scope == "NODE" and self.placement.node_of(rec.rank) == node):
+                out.append(dict(label.split("=", 1) if "=" in label else (label, "") for label in rec.spec.labels))
+        return out
+
+    def _allows(self, affinities: tuple, rank: int) -> bool:
+        for aff in affinities:
+            instances = self._instance_labels(rank, aff[2]) if aff[0] == "INSTANCE" else ()
+            if not affinity.satisfied(aff, self._labels_of(rank), instances):
+                return False
+        return True
+
+    def _place_with_affinity(self, rec: Record) -> int | None:
+        """Placement's choice among the ranks the affinities allow: every choice that does not
+        match stays reserved while the next is asked for, then all are given back. Preferred
+        affinities are tried first with the required ones, then the required ones alone."""
+        wanted = rec.spec.affinity
+        must = affinity.required(wanted)
+        attempts = [wanted] if must == wanted else [wanted, must]
+        for affinities in attempts:
+            if not affinities:
+                return self.placement.place(rec.demand, group=rec.owner, policy=rec.spec.policy)
+            tried: list[int] = []
+            limit = 4 * max(1, len(self.placement.live_ranks))
+            try:
+                while len(tried) < limit:
+                    rank = self.placement.place(rec.demand, group=rec.owner, policy=rec.spec.policy)
+                    if rank is None:
+                        break
+                    if self._allows(affinities, rank):
+                        return rank
+                    tried.append(rank)
+            finally:
+                for rank in tried:
+                    self.placement.release(rank, rec.demand, group=rec.owner)
+        return None
+
     def _try_place(self, rec: Record) -> bool:
-        rank = self.placement.place(rec.demand, group=rec.owner, policy=rec.spec.policy)
+        if rec.spec.affinity:
+            rank = self._place_with_affinity(rec)
+        else:
+            rank = self.placement.place(rec.demand, group=rec.owner, policy=rec.spec.policy)
         if rank is None:
             return False
         rec.rank = rank

@@ -1,0 +1,336 @@
+"""yr programs as openYuanrong's documentation writes them, run unchanged under `yrmpi run`
+(`import yr` resolves to yrmpi): one check per semantic or feature the SDK documents.
+
+tests/test_yr_conformance.py runs it once; each check prints one `CHECK {json}` line.
+"""
+
+import asyncio
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+
+import yr
+from yr.config import Config
+from yr.exception import CancelError, YRInvokeError
+from yr.object_ref import ObjectRef
+
+CHECKS = []
+
+
+def check(fn):
+    CHECKS.append(fn)
+    return fn
+
+
+@yr.invoke
+def leaf(i):
+    return i * 10
+
+
+@yr.invoke
+def fan_out(n):
+    return [leaf.invoke(i) for i in range(n)]
+
+
+@yr.invoke
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+@yr.invoke
+def fails():
+    raise ValueError("boom")
+
+
+@yr.invoke
+def first_of(items):
+    return "ran"
+
+
+@yr.invoke(return_nums=2)
+def three():
+    return 1, 2, 3
+
+
+@yr.invoke
+def env_of(name):
+    return os.environ.get(name)
+
+
+@yr.instance
+class Counter:
+    def __init__(self, start=0, delay=0.0):
+        time.sleep(delay)
+        self.cnt = start
+
+    def add(self):
+        self.cnt += 1
+        return self.cnt
+
+    def get(self):
+        return self.cnt
+
+    def save(self, timeout=30):
+        yr.save_state(timeout)
+
+    def load(self, timeout=30):
+        yr.load_state(timeout)
+
+    def env(self, name):
+        return os.environ.get(name)
+
+    def kv_wait(self, key):
+        return yr.kv_read(key, timeout=30)
+
+    def kv_put(self, key, value):
+        yr.kv_write(key, value)
+
+
+@yr.instance
+class Locked:
+    guard = threading.Lock()  # a class attribute that cannot be pickled
+
+    def ping(self):
+        return 1
+
+
+@yr.instance
+class AsyncWorker:
+    async def work(self, x):
+        await asyncio.sleep(0.2)
+        return x * 2
+
+    async def await_ref(self, ref_list):
+        value = await ref_list[0]
+        return value + 1
+
+
+@check
+def sdk_import_paths():
+    assert yr.Config is Config and yr.ObjectRef is ObjectRef
+    from yr import ExistenceOpt, GetParam, GetParams, InstanceProxy, SetParam  # noqa: F401
+
+
+@check
+def returned_refs_outlive_the_function():
+    refs = yr.get(fan_out.invoke(8))
+    assert yr.get(refs) == [i * 10 for i in range(8)]
+
+
+@check
+def wait_as_completed():
+    refs = [nap.invoke(0.3 * (i % 3)) for i in range(9)]
+    seen = []
+    while refs:
+        ready, refs = yr.wait(refs, wait_num=1)
+        assert len(ready) == 1, ready
+        seen.append(yr.get(ready[0]))
+    assert len(seen) == 9 and sorted(seen) == sorted(0.3 * (i % 3) for i in range(9))
+
+
+@check
+def get_allow_partial_keeps_positions():
+    quick, slow = leaf.invoke(0), nap.invoke(3)
+    assert yr.get([quick, slow], timeout=1, allow_partial=True) == [0, None]
+
+
+@check
+def exceptions_are_runtime_errors_as_in_yr():
+    try:
+        yr.get(fails.invoke())
+        raise AssertionError("no error")
+    except RuntimeError as exc:
+        assert isinstance(exc, YRInvokeError) and isinstance(exc, ValueError)
+    try:
+        yr.get(nap.invoke(5), timeout=0.5)
+        raise AssertionError("no timeout")
+    except RuntimeError as exc:
+        assert isinstance(exc, TimeoutError) and isinstance(exc, yr.YRTimeoutError)
+    assert issubclass(CancelError, RuntimeError)
+
+
+@check
+def named_instances():
+    a = Counter.options(yr.InvokeOptions(name="counter-1")).invoke(5)
+    b = Counter.options(yr.InvokeOptions(name="counter-1")).invoke(100)
+    assert yr.get(b.add.invoke()) == 6 and a.instance_id == b.instance_id
+    assert "counter-1" in yr.list_named_instances()
+    slow = Counter.options(yr.InvokeOptions(name="slow-1")).invoke(0, 2.0)
+    t0 = time.monotonic()
+    try:
+        yr.get_instance("slow-1", timeout=0.5)
+        raise AssertionError("returned before the constructor finished")
+    except TimeoutError:
+        pass
+    h = yr.get_instance("slow-1", timeout=30)
+    assert time.monotonic() - t0 >= 1.5 and yr.get(h.get.invoke()) == 0
+    try:
+        yr.get_instance("nobody", timeout=1)
+        raise AssertionError("found nobody")
+    except RuntimeError as exc:
+        assert "failed to get instance: nobody by name" in str(exc)
+    slow.terminate()
+    a.terminate()
+
+
+@check
+def wrong_result_count_is_value_error():
+    try:
+        yr.get(three.invoke())
+        raise AssertionError("accepted")
+    except ValueError:
+        pass
+
+
+@check
+def invoke_options_by_attribute():
+    opt = yr.InvokeOptions()
+    opt.env_vars = {"YR_CHECK_ENV": "from-options"}
+    c = Counter.options(opt).invoke()
+    assert yr.get(c.env.invoke("YR_CHECK_ENV")) == "from-options"
+    assert yr.get(env_of.options(opt).invoke("YR_CHECK_ENV")) == "from-options"
+    iid = yr.get(c.env.invoke("INSTANCE_ID"))
+    assert iid == c.instance_id, (iid, c.instance_id)
+    assert os.environ.get("YR_CHECK_ENV") is None
+    assert yr.get(env_of.invoke("YR_CHECK_ENV")) is None, "env_vars leaked to a call without them"
+    c.terminate()
+
+
+@check
+def unpicklable_class_fails_at_once():
+    t0 = time.monotonic()
+    try:
+        Locked.invoke()
+        raise AssertionError("accepted")
+    except TypeError as exc:
+        assert "Locked" in str(exc) and "guard" in str(exc), str(exc)
+    assert time.monotonic() - t0 < 5
+
+
+@check
+def undeclared_resource_is_1006():
+    try:
+        Counter.options(yr.InvokeOptions(custom_resources={"unicorn": 1})).invoke()
+        raise AssertionError("accepted")
+    except yr.YRError as exc:
+        assert exc.code == 1006, exc.code
+
+
+@check
+def failed_nested_ref_fails_the_call():
+    try:
+        yr.get(first_of.invoke([fails.invoke()]))
+        raise AssertionError("a failed nested ref did not fail the call")
+    except ValueError:
+        pass
+
+
+@check
+def kv_store():
+    yr.kv_write("kv-key", b"value1", yr.ExistenceOpt.NONE, yr.WriteMode.NONE_L2_CACHE, 0, yr.CacheType.MEMORY)
+    assert yr.kv_read("kv-key") == b"value1"
+    c = Counter.invoke()
+    waiting = c.kv_wait.invoke("kv-later")  # blocks in the instance until the driver writes
+    time.sleep(0.5)
+    assert not waiting.done()
+    yr.kv_set("kv-later", b"now")
+    assert yr.get(waiting) == b"now"
+    yr.get(c.kv_put.invoke("kv-from-instance", b"x" * 300_000))
+    assert yr.kv_get("kv-from-instance") == b"x" * 300_000
+    param = yr.SetParam()
+    param.existence = yr.ExistenceOpt.NX
+    try:
+        yr.kv_set("kv-key", b"again", param)
+        raise AssertionError("NX overwrote")
+    except RuntimeError:
+        pass
+    get_param = yr.GetParam()
+    get_param.offset, get_param.size = 1, 3
+    params = yr.GetParams()
+    params.get_params = [get_param]
+    assert yr.kv_get_with_param(["kv-key"], params, 10) == [b"alu"]
+    yr.kv_del(["kv-key", "kv-later"])
+    try:
+        yr.kv_read("kv-key", timeout=1)
+        raise AssertionError("deleted key read")
+    except RuntimeError:
+        pass
+    c.terminate()
+
+
+@check
+def save_and_load_state():
+    counter = Counter.invoke()
+    yr.get(counter.save.invoke())
+    yr.get(counter.add.invoke())
+    assert yr.get(counter.get.invoke()) == 1
+    yr.get(counter.load.invoke())
+    assert yr.get(counter.get.invoke()) == 0
+    counter.terminate()
+
+
+@check
+def handles_refs_and_node():
+    c = Counter.invoke()
+    assert c.is_activate() and c.real_id == c.instance_id
+    ref = fails.invoke()
+    yr.wait(ref)
+    assert ref.is_exception()
+    assert not leaf.invoke(1).is_exception()
+    assert isinstance(yr.get_node_ip_address(), str)
+    nodes = yr.resources()
+    assert {"id", "capacity", "allocatable", "status"} <= set(nodes[0]) and nodes["total"]["cpu_total"] > 0
+    c.terminate(is_sync=True)
+    assert not c.is_activate()
+
+
+@check
+def async_instances():
+    w = AsyncWorker.invoke()
+    t0 = time.monotonic()
+    refs = [w.work.invoke(i) for i in range(5)]
+    assert yr.get(refs) == [0, 2, 4, 6, 8]
+    assert time.monotonic() - t0 < 0.9, "async methods did not run concurrently"
+    assert yr.get(w.await_ref.invoke([leaf.invoke(4)])) == 41
+
+
+def main() -> None:
+    info = yr.init(yr.Config(server_address="127.0.0.1:31222", ds_address="127.0.0.1:31501", log_level="WARNING",
+                             in_cluster=True, recycle_time=2, custom_envs={"YR_CHECK_CUSTOM": "custom"}))
+    results = [{"check": "init_returns_client_info", "ok": bool(info.job_id)}]
+    only = set(sys.argv[1:])
+    for fn in CHECKS:
+        if only and fn.__name__ not in only:
+            continue
+        start = time.monotonic()
+        try:
+            fn()
+            result = {"check": fn.__name__, "ok": True}
+        except BaseException:
+            result = {"check": fn.__name__, "ok": False, "error": traceback.format_exc()}
+        result["seconds"] = round(time.monotonic() - start, 3)
+        results.append(result)
+    try:
+        assert yr.get(env_of.invoke("YR_CHECK_CUSTOM")) == "custom", "Config.custom_envs"
+        results.append({"check": "config_custom_envs", "ok": True})
+    except BaseException:
+        results.append({"check": "config_custom_envs", "ok": False, "error": traceback.format_exc()})
+    yr.finalize()
+    try:  # init -> finalize -> init in one process: a new runtime on the same MPI
+        yr.init()
+        assert yr.get(leaf.invoke(7)) == 70
+        yr.finalize()
+        results.append({"check": "init_finalize_init", "ok": True})
+    except BaseException:
+        results.append({"check": "init_finalize_init", "ok": False, "error": traceback.format_exc()})
+    for result in results:
+        result.setdefault("error", "")
+        print("CHECK " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
