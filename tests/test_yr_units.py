@@ -281,3 +281,45 @@ def test_instance_affinity_follows_labelled_instances(world):
     workers = [Box.options(near).invoke() for _ in range(3)]
     yr.get([w.tag_of.invoke() for w in workers], timeout=5)
     assert {_rank_of(world, w) for w in workers} == {_rank_of(world, ps)}
+
+
+def test_resource_groups_reserve_capacity_and_hold_their_instances(world):
+    rg = yr.create_resource_group([{"CPU": 1000, "Memory": 500}, {"CPU": 1000, "Memory": 500}], "exp",
+                                  strategy="SPREAD")
+    rg.wait(10)
+    assert rg.bundle_count == 2 and yr.resources()["total"]["cpu_used"] == 2000
+    opt = yr.InvokeOptions(cpu=500, memory=100)
+    opt.resource_group_options = yr.ResourceGroupOptions("exp", 1)
+    members = [Box.options(opt).invoke() for _ in range(2)]
+    yr.get([m.tag_of.invoke() for m in members], timeout=5)
+    assert yr.resources()["total"]["cpu_used"] == 2000, "members use the group's reservation"
+    bundle_rank = world.scheduler.rgroups["exp"][1].rank
+    assert {_rank_of(world, m) for m in members} == {bundle_rank}
+    too_big = Box.options(yr.InvokeOptions(memory=600, resource_group_options=yr.ResourceGroupOptions("exp"))).invoke()
+    with pytest.raises(yr.YRError, match="more than any bundle"):
+        yr.get(too_big.tag_of.invoke(), timeout=5)
+    with pytest.raises(RuntimeError, match="does not fit"):
+        yr.create_resource_group([{"CPU": 1000}] * 5, "too-big").wait()
+    yr.remove_resource_group(rg)
+    world.run()
+    assert yr.resources()["total"]["cpu_used"] == 0
+    assert not members[0].is_activate()
+
+
+def test_a_group_creates_its_members_together_and_shares_their_fate(world):
+    opts = yr.InvokeOptions(group_name="g1")
+    a, b = Box.options(opts).invoke("a"), Box.options(opts).invoke("b")
+    world.run()
+    assert not world.scheduler.records, "members wait for the group's invoke"
+    g = yr.Group("g1", yr.GroupOptions())
+    g.invoke()
+    g.wait()
+    assert yr.get([a.tag_of.invoke(), b.tag_of.invoke()], timeout=5) == ["a", "b"]
+    yr.get(a.add.invoke(7), timeout=5)
+    g.suspend()
+    assert not a.is_activate()
+    g.resume()
+    assert yr.get(a.items_.invoke(), timeout=5) == [7], "resumed with its attributes"
+    a.terminate(is_sync=True)
+    world.run()
+    assert not b.is_activate(), "same_lifecycle: one member's end ends the others"

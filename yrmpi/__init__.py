@@ -32,6 +32,7 @@ from .api.functions import (
     resources,
     wait,
 )
+from .api.groups import Group, ResourceGroup, create_resource_group, remove_resource_group
 from .api.handles import (
     FunctionProxy,
     InstanceCreator,
@@ -76,7 +77,7 @@ from .core.errors import (
     YRTypeError,
     YRValueError,
 )
-from .core.options import Config, InvokeOptions
+from .core.options import Config, FunctionGroupOptions, GroupOptions, InvokeOptions, ResourceGroupOptions
 from .core.refs import ObjectRef
 
 __version__ = "0.1.0"
@@ -91,4 +92,6 @@ __all__ = [
     "WriteMode", "kv_del", "kv_get", "kv_get_with_param", "kv_m_write_tx", "kv_read", "kv_set", "kv_write",
     "kv_write_with_param", "load_state", "save_state",
     "Affinity", "AffinityKind", "AffinityScope", "AffinityType", "LabelOperator", "OperatorType",
+    "FunctionGroupOptions", "Group", "GroupOptions", "ResourceGroup", "ResourceGroupOptions",
+    "create_resource_group", "remove_resource_group",
 ]

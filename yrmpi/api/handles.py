@@ -14,6 +14,7 @@ from ..core.rank import of_this_job
 from ..core.refs import ObjectRef
 from ..roles.caller import InstanceState
 from ..transport.pickling import after_pickle
+from .groups import register_member
 
 MAX_RETURNS = 100
 
@@ -126,7 +127,9 @@ class InstanceCreator:
         rt = _rt.current()
         opts = self._opts.validated()
         state = rt.caller.create(self.__wrapped__, f"cls:{self.__qualname__}:{id(self.__wrapped__):x}",
-                                 self._methods, args, kwargs, opts, _owner())
+                                 self._methods, args, kwargs, opts, _owner(), defer=bool(opts.group_name))
+        if opts.group_name:  # a yr.Group member: created at the group's invoke()
+            register_member(opts.group_name, state)
         return InstanceHandle(state)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -32,6 +32,7 @@ class CreateSpec(NamedTuple):
     methods: dict  # name -> return count, for lookups of named instances
     affinity: tuple = ()  # InvokeOptions.schedule_affinities in wire form (core/affinity.py)
     labels: tuple = ()  # InvokeOptions.labels: what INSTANCE affinities of others match
+    rg: tuple = ()  # InvokeOptions.resource_group_options: (resource group name, bundle index or -1)
 
 
 class Create(NamedTuple):
@@ -421,6 +422,25 @@ class GroupShrink(NamedTuple):
     generation: int
 
 
+class RgCreate(NamedTuple):
+    """any -> scheduler: reserve a resource group, `bundles` ([(cpu, memory, custom), ...]) placed
+    by `strategy` (PACK, SPREAD, STRICT_PACK, STRICT_SPREAD). Reply with None, or why not (str)."""
+
+    req_id: int
+    requester: int
+    name: str
+    bundles: list
+    strategy: str
+
+
+class RgRemove(NamedTuple):
+    """any -> scheduler: end a resource group's instances and free its reservation. Reply with None."""
+
+    req_id: int
+    requester: int
+    name: str
+
+
 #: Every message type, in code order: a message's code is its index here.
 TYPES: tuple[type, ...] = (
     Create, Placed, CreateFailed, InstanceEnded, Kill, Lookup, Locate, Resources, Moved, Gone,
@@ -429,7 +449,7 @@ TYPES: tuple[type, ...] = (
     GroupJoin, GroupGo, GroupGrow, GroupActive, GroupFail, GroupChanged, GroupQuery, GroupCreate,
     GroupDestroy, GroupReset, CollStall, CollProbe, CollHistory, GroupMemberFailed,
     ListNames, KvWrite, KvRead, KvDel,
-    GroupShrink,
+    GroupShrink, RgCreate, RgRemove,
 )
 CODES: dict[type, int] = {cls: code for code, cls in enumerate(TYPES)}
 

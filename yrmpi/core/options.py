@@ -34,6 +34,39 @@ def _reject_unknown(cls: type, kwargs: dict[str, Any]) -> None:
 
 
 @dataclass
+class ResourceGroupOptions:
+    """Place an instance inside a resource group (`yr.create_resource_group`): any bundle with room
+    (`bundle_index=-1`) or that one."""
+
+    resource_group_name: str = ""
+    bundle_index: int = -1
+
+
+@dataclass
+class GroupOptions:
+    """A `yr.Group`: `timeout` (s, -1 forever) for its members to be up at `wait`; `same_lifecycle`:
+    one member's end ends them all; `strategy` is accepted (placement packs an owner's instances)."""
+
+    timeout: int = -1
+    same_lifecycle: bool = True
+    strategy: str = ""
+
+
+@dataclass
+class FunctionGroupOptions:
+    """`yr.fcc.create_function_group`'s options (cpu, memory, resources per member; timeout in s)."""
+
+    cpu: int | None = None
+    memory: int | None = None
+    resources: dict[str, float] = field(default_factory=dict)
+    scheduling_affinity_type: Any = None
+    scheduling_affinity_each_bundle_size: int | None = None
+    timeout: int | None = None
+    concurrency: int | None = None
+    recover_retry_times: int = 0
+
+
+@dataclass
 class InvokeOptions:
     """Resources and behaviour of one creation or call (units as in the yr SDK)."""
 
@@ -50,7 +83,8 @@ class InvokeOptions:
     custom_extensions: dict[str, str] = field(default_factory=dict)
     env_vars: dict[str, str] = field(default_factory=dict)  # set while the instance's code runs
     schedule_affinities: list = field(default_factory=list)  # yr.Affinity conditions on rank labels
-    resource_group_options: Any = None  # yr.ResourceGroupOptions: place inside a reserved group
+    resource_group_options: ResourceGroupOptions = field(default_factory=ResourceGroupOptions)
+    group_name: str = ""  # a yr.Group's members are created together, at Group.invoke()
     # The SDK's other fields: accepted (so yr code runs), ignored with one warning each (see
     # docs/api.md "yr API -> yrmpi" for why each means nothing on MPI ranks).
     pod_labels: dict[str, str] = field(default_factory=dict)
@@ -65,13 +99,12 @@ class InvokeOptions:
     preferred_priority: bool = True
     required_priority: bool = False
     preferred_anti_other_labels: bool = False
-    function_group_options: Any = None
+    function_group_options: FunctionGroupOptions = field(default_factory=FunctionGroupOptions)
     trace_id: str = ""
     alias_params: dict[str, str] = field(default_factory=dict)
     runtime_env: dict = field(default_factory=dict)
     preempted_allowed: bool = False
     instance_priority: int = 0
-    group_name: str = ""
     is_delete_remote_tensor: bool = False
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -138,8 +171,8 @@ _INVOKE_FIELDS = frozenset(f.name for f in dataclasses.fields(InvokeOptions))
 _IGNORED_INVOKE_FIELDS = (
     "pod_labels", "labels", "affinity", "device", "max_invoke_latency", "min_instances", "max_instances",
     "need_order", "is_data_affinity", "preferred_priority", "required_priority", "preferred_anti_other_labels",
-    "trace_id", "alias_params", "runtime_env", "preempted_allowed", "instance_priority", "group_name",
-    "is_delete_remote_tensor",
+    "trace_id", "alias_params", "runtime_env", "preempted_allowed", "instance_priority",
+    "is_delete_remote_tensor", "function_group_options",
 )
 _INVOKE_DEFAULTS = {f.name: getattr(InvokeOptions(), f.name) for f in dataclasses.fields(InvokeOptions)}
 _warned: set[str] = set()

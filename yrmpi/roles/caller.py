@@ -79,6 +79,8 @@ class InstanceState:
     released: bool = False  # its last handle is gone and the terminate was sent
     forward: InstanceState | None = None  # a shared named instance: the state this rank had first
     recover: int = 0  # recover_retry_times: calls in flight when its rank dies are sent again
+    create: Any = None  # the Create message not sent yet (deferred: a yr.Group member)
+    on_end: list | None = None  # callbacks(state) when it ends (yr.Group's shared fate)
 
 
 CONSTRUCT = object()  # in an instance's queue of messages waiting for placement: send the constructor here
@@ -115,6 +117,7 @@ class Caller:
         self.dropped: deque[InstanceState] = deque()  # handles gone: end these if unreferenced
         self._blobs: dict[str, bytes] = {}  # cls_key -> the pickled class (pickled at the first creation)
         self._declared = {name for cap in here.settings.get("capacity", ()) for name in cap.custom}
+        self._last_create: dict[int, Create] = {}  # yr.Group members, to create again on resume
 
     def handlers(self) -> dict[type, Callable[..., None]]:
         return {Placed: self.on_placed, CreateFailed: self.on_create_failed, Result: self.on_result,
@@ -132,8 +135,10 @@ class Caller:
         owner: int | None,
         oneshot: bool = False,
         label: str | None = None,
+        defer: bool = False,
     ) -> InstanceState:
-        """Ask the scheduler for a rank; the constructor follows when it answers."""
+        """Ask the scheduler for a rank; the constructor follows when it answers. `defer`: not
+        yet, `submit_create` asks (the members of a yr.Group are created together)."""
         here = self.here
         if opts.custom_resources:
             unknown = sorted(k for k, v in opts.custom_resources.items() if v and k not in self._declared)
@@ -165,10 +170,41 @@ class Caller:
             timeout_ms=opts.schedule_timeout_ms, oneshot=oneshot, recover=opts.recover_retry_times, methods=methods,
             affinity=affinity_wire(opts.schedule_affinities) if opts.schedule_affinities else (),
             labels=tuple(str(label) for label in opts.labels),
+            rg=_rg_of(opts.resource_group_options),
         )
-        here.send(0, Create(iid, here.rank, owner, spec))
-        self._on_created(owner, label, iid)  # its siblings' group must grow before our next call
+        state.create = Create(iid, here.rank, owner, spec)
+        if defer:
+            self._last_create[iid] = state.create
+        else:
+            self.submit_create(state)
         return state
+
+    def submit_create(self, state: InstanceState) -> None:
+        """Ask the scheduler to place a created instance (at once, or when its yr.Group is invoked)."""
+        msg, state.create = state.create, None
+        if msg is None:
+            return
+        if msg.iid != state.iid:  # a new incarnation (a resumed group member)
+            msg = msg._replace(iid=state.iid)
+        self.here.send(0, msg)
+        self._on_created(msg.owner, state.cls_name, state.iid)  # its siblings' group must grow before our next call
+
+    def recreate(self, state: InstanceState) -> None:
+        """A new incarnation of an ended instance this rank created, under a new id, for the same
+        handles (yr.Group.resume): its constructor runs again; calls queue until it is placed."""
+        spec_msg = state.init and self._last_create.get(state.iid)
+        if spec_msg is None:
+            raise YRRuntimeError(f"{state.cls_name} instance {state.iid:x} was not created here: it cannot be resumed")
+        self.instances.pop(state.iid, None)
+        self._last_create.pop(state.iid, None)
+        state.iid = self.here.new_id()
+        self._last_create[state.iid] = spec_msg
+        self.instances[state.iid] = state
+        with state.lock:
+            state.ended, state.released, state.rank = None, False, None
+            state.pending = [CONSTRUCT]
+        state.create = spec_msg
+        self.submit_create(state)
 
     def on_placed(self, iid: int, rank: int, actual_iid: int) -> None:
         """The scheduler chose `rank`; send the constructor, then calls queued meanwhile."""
@@ -284,10 +320,21 @@ class Caller:
     def end_instance(self, state: InstanceState, error: BaseException) -> None:
         """Fail everything still waiting on this instance here."""
         with state.lock:
-            if state.ended is None:
+            first = state.ended is None
+            if first:
                 state.ended = error
             state.pending = []
         self._fail_calls(state, state.ended)
+        if first and state.on_end:
+            self._ended_hooks(state)
+
+    @staticmethod
+    def _ended_hooks(state: InstanceState) -> None:
+        for hook in list(state.on_end or ()):
+            try:
+                hook(state)
+            except Exception:  # a hook never stops the poller
+                pass
 
     def _fail_calls(self, state: InstanceState, error: BaseException) -> None:
         for call_id, call in list(self.calls.items()):
@@ -377,6 +424,8 @@ class Caller:
         error = InstanceExitedError(reason, code)
         if state.ended is None:
             state.ended = error
+            if state.on_end:
+                self._ended_hooks(state)
         if state.rank is None:  # never placed: no host will answer the calls queued here
             with state.lock:
                 state.pending = []
@@ -459,6 +508,17 @@ class Caller:
             self.calls.pop(ref.id, None)
             for slot in call.slots:
                 slot.set_error(CancelError("the call was cancelled before it started"))
+
+
+def _rg_of(options: Any) -> tuple:
+    """(resource group name, bundle index) of InvokeOptions.resource_group_options, or ()."""
+    name = getattr(options, "resource_group_name", "") if options is not None else ""
+    if not name:
+        return ()
+    index = getattr(options, "bundle_index", -1)
+    if not isinstance(index, int) or index < -1:
+        raise YRValueError(f"ResourceGroupOptions.bundle_index must be -1 or a bundle's index, got {index!r}")
+    return (name, index)
 
 
 def _pickle_class(cls: type) -> bytes:

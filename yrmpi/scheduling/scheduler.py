@@ -31,6 +31,8 @@ from ..core.messages import (
     ProbeResult,
     Reply,
     Resources,
+    RgCreate,
+    RgRemove,
     Terminate,
 )
 from ..core.rank import Rank
@@ -55,6 +57,34 @@ class Record:
     children: set[int] = field(default_factory=set)
     kill_waiters: list[int] = field(default_factory=list)
     name_waiters: list[tuple[int, int]] = field(default_factory=list)
+    bundle: Bundle | None = None  # placed inside a resource group's bundle (its capacity, not placement's)
+
+
+@dataclass
+class Bundle:
+    """One bundle of a resource group: capacity reserved on one rank, lent to its instances."""
+
+    index: int
+    rank: int
+    demand: Demand
+    cpu: int  # free
+    memory: int
+    custom: dict[str, float]
+    group: str = ""
+    removed: bool = False
+
+    def fits(self, d: Demand) -> bool:
+        return (d.cpu <= self.cpu and d.memory <= self.memory
+                and all(self.custom.get(k, 0) >= v for k, v in d.custom.items() if v))
+
+    def take(self, d: Demand, sign: int = -1) -> None:
+        self.cpu += sign * d.cpu
+        self.memory += sign * d.memory
+        for k, v in d.custom.items():
+            self.custom[k] = self.custom.get(k, 0) + sign * v
+
+
+RG_STRATEGIES = ("", "NONE", "PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
 class RecordWatcher(Protocol):
@@ -84,18 +114,24 @@ class Scheduler:
         # communicator subgroups: membership, epochs, tear-downs (it reads our records, sends from `here`)
         self.watchers: list[RecordWatcher] = []  # the runtime adds the group registry
         self._rank_labels: dict[int, dict] = {}  # affinity: each host rank's labels
+        self.rgroups: dict[str, list[Bundle]] = {}  # resource groups: name -> bundles
 
     def handlers(self) -> dict[type, Callable[..., None]]:
         return {Create: self.on_create, Ended: self.on_ended, Kill: self.on_kill, Lookup: self.on_lookup,
                 Locate: self.on_locate, Resources: self.on_resources, Drained: self.on_drained,
-                ListNames: self.on_list_names,
+                ListNames: self.on_list_names, RgCreate: self.on_rg_create, RgRemove: self.on_rg_remove,
                 ProbeResult: self.deadlock.on_probe_result}
 
     # -- creation --------------------------------------------------------------------------
     def on_create(self, iid: int, creator: int, owner: int | None, spec: CreateSpec) -> None:
         demand = Demand(spec.cpu, spec.memory, spec.custom)
         problem = self.placement.explain_unplaceable(demand)
-        if not problem and spec.affinity:
+        if not problem and spec.rg:
+            problem = self._rg_problem(spec.rg, demand)
+            if problem:
+                self._fail(creator, iid, errors.ERR_PARAM_INVALID, f"cannot create {spec.cls}: {problem}")
+                return
+        elif not problem and spec.affinity:
             never = affinity.never_possible(spec.affinity, [self._labels_of(r) for r in self.placement.live_ranks])
             problem = never and f"{never}; labels come from Config(labels=...) or YRMPI_LABELS"
         if problem:
@@ -178,8 +214,92 @@ class Scheduler:
                     self.placement.release(rank, rec.demand, group=rec.owner)
         return None
 
+    # -- resource groups -------------------------------------------------------------------
+    def on_rg_create(self, req_id: int, requester: int, name: str, bundles: list, strategy: str) -> None:
+        strategy = (strategy or "").upper()
+        if name in self.rgroups:
+            self.here.send(requester, Reply(req_id, f"resource group {name!r} already exists"))
+            return
+        if strategy not in RG_STRATEGIES:
+            self.here.send(requester, Reply(req_id, f"unknown strategy {strategy!r}; valid: {RG_STRATEGIES[2:]}"))
+            return
+        policy = "spread" if "SPREAD" in strategy else "pack"
+        placed: list[Bundle] = []
+        problem = None
+        for index, (cpu, memory, custom) in enumerate(bundles):
+            demand = Demand(cpu, memory, custom)
+            problem = self.placement.explain_unplaceable(demand)
+            rank = None if problem else self.placement.place(demand, group=("rg", name), policy=policy)
+            if rank is None:
+                problem = problem or (f"bundle {index} ({cpu} millicores, {memory} MB, {custom or 'no custom'}) "
+                                      "does not fit in the free capacity now")
+                break
+            placed.append(Bundle(index, rank, demand, cpu, memory, dict(custom), group=name))
+        if problem is None:
+            nodes = [self.placement.node_of(b.rank) for b in placed]
+            if strategy == "STRICT_PACK" and len(set(nodes)) > 1:
+                problem = f"STRICT_PACK: the bundles do not fit on one node (they would span {sorted(set(nodes))})"
+            elif strategy == "STRICT_SPREAD" and len(set(nodes)) < len(nodes):
+                problem = f"STRICT_SPREAD: {len(nodes)} bundles but only {len(set(nodes))} nodes have room"
+        if problem is not None:
+            for b in placed:
+                self.placement.release(b.rank, b.demand, group=("rg", name))
+            self.here.send(requester, Reply(req_id, f"cannot create resource group {name!r}: {problem}"))
+            return
+        self.rgroups[name] = placed
+        self.last_change = self.here.clock()
+        self.here.send(requester, Reply(req_id, None))
+
+    def on_rg_remove(self, req_id: int, requester: int, name: str) -> None:
+        bundles = self.rgroups.pop(name, None)
+        if bundles is not None:
+            for rec in [r for r in self.records.values() if r.bundle is not None and r.bundle.group == name]:
+                self.on_kill(rec.iid, f"its resource group {name!r} was removed", False, 0, False)
+            for b in bundles:
+                b.removed = True
+                if self.placement.is_alive(b.rank):
+                    self.placement.release(b.rank, b.demand, group=("rg", name))
+            self._retry_waiting()
+        self.here.send(requester, Reply(req_id, None))
+
+    def _rg_problem(self, rg: tuple, demand: Demand) -> str | None:
+        name, index = rg
+        bundles = self.rgroups.get(name)
+        if bundles is None:
+            return f"there is no resource group named {name!r} (yr.create_resource_group creates it)"
+        if not -1 <= index < len(bundles):
+            return f"bundle_index {index} is outside resource group {name!r} (it has {len(bundles)} bundles)"
+        candidates = bundles if index == -1 else [bundles[index]]
+        if not any(b.demand.cpu >= demand.cpu and b.demand.memory >= demand.memory
+                   and all(b.demand.custom.get(k, 0) >= v for k, v in demand.custom.items() if v)
+                   for b in candidates):
+            return (f"cpu={demand.cpu} memory={demand.memory} is more than "
+                    f"{'any bundle' if index == -1 else f'bundle {index}'} of resource group {name!r} holds")
+        return None
+
+    def _place_in_bundle(self, rec: Record) -> int | None:
+        name, index = rec.spec.rg
+        bundles = self.rgroups.get(name) or []
+        for b in bundles if index == -1 else bundles[index:index + 1]:
+            if not b.removed and b.fits(rec.demand):
+                b.take(rec.demand)
+                rec.bundle = b
+                return b.rank
+        return None
+
+    def _release(self, rec: Record) -> None:
+        """Give back what an ended instance held: to its bundle, or to placement."""
+        if rec.bundle is not None:
+            if not rec.bundle.removed:
+                rec.bundle.take(rec.demand, +1)
+            rec.bundle = None
+        elif self.placement.is_alive(rec.rank):
+            self.placement.release(rec.rank, rec.demand, group=rec.owner)
+
     def _try_place(self, rec: Record) -> bool:
-        if rec.spec.affinity:
+        if rec.spec.rg:
+            rank = self._place_in_bundle(rec)
+        elif rec.spec.affinity:
             rank = self._place_with_affinity(rec)
         else:
             rank = self.placement.place(rec.demand, group=rec.owner, policy=rec.spec.policy)
@@ -258,8 +378,8 @@ class Scheduler:
     def on_drained(self, iid: int) -> None:
         """A call that outlived its instance returned: the rank's capacity is free again."""
         rec = self.draining.pop(iid, None)
-        if rec is not None and self.placement.is_alive(rec.rank):
-            self.placement.release(rec.rank, rec.demand, group=rec.owner)
+        if rec is not None and (rec.bundle is not None or self.placement.is_alive(rec.rank)):
+            self._release(rec)
             self.last_change = self.here.clock()
             self._retry_waiting()
 
@@ -290,8 +410,8 @@ class Scheduler:
         self.ended_owners[rec.iid] = self.here.clock()
         if was_placed and draining:
             self.draining[rec.iid] = rec
-        elif was_placed and self.placement.is_alive(rec.rank):
-            self.placement.release(rec.rank, rec.demand, group=rec.owner)
+        elif was_placed and (rec.bundle is not None or self.placement.is_alive(rec.rank)):
+            self._release(rec)
             self.last_change = self.here.clock()
         if fail_creation:
             self._fail(rec.creator, rec.iid, code, reason, kind)
