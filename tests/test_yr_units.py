@@ -323,3 +323,24 @@ def test_a_group_creates_its_members_together_and_shares_their_fate(world):
     a.terminate(is_sync=True)
     world.run()
     assert not b.is_activate(), "same_lifecycle: one member's end ends the others"
+
+
+@yr.invoke
+def whoami(tag):
+    ctx = yr.fcc.get_function_group_context()
+    return tag, ctx.rank_id, ctx.world_size
+
+
+def test_function_groups_of_a_class_and_of_a_function(world):
+    opts = yr.FunctionGroupOptions(cpu=200, memory=100, scheduling_affinity_each_bundle_size=2)
+    handler = yr.fcc.create_function_group(Box, args=("m",), group_size=4, options=opts)
+    assert yr.get(handler.tag_of.invoke(), timeout=5) == ["m"] * 4
+    assert len(handler) == 4 and yr.get(handler[2].add.invoke(1), timeout=5) == 1
+    handler.terminate()
+    refs = yr.fcc.create_function_group(whoami, args=("f",), group_size=3, options=yr.FunctionGroupOptions(cpu=200))
+    assert yr.get(refs, timeout=5) == [("f", 0, 3), ("f", 1, 3), ("f", 2, 3)]
+    world.run()
+    assert not world.scheduler.records, "a function's members end once they have run"
+    with pytest.raises(ValueError, match="divisible"):
+        yr.fcc.create_function_group(Box, args=(), group_size=3, options=opts)
+    assert yr.fcc.get_function_group_context().world_size == 0

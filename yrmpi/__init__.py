@@ -16,6 +16,14 @@ if _os.environ.get("OMPI_MCA_mpi_ft_enable") == "1":
 
     _mpi4py.rc.finalize = False
 
+from . import fcc  # `yr.fcc.create_function_group`
+from .api.fcc import (
+    FunctionGroupContext,
+    FunctionGroupHandler,
+    FunctionGroupMethodProxy,
+    create_function_group,
+    get_function_group_context,
+)
 from .api.functions import (
     ClientInfo,
     cancel,
@@ -93,5 +101,6 @@ __all__ = [
     "kv_write_with_param", "load_state", "save_state",
     "Affinity", "AffinityKind", "AffinityScope", "AffinityType", "LabelOperator", "OperatorType",
     "FunctionGroupOptions", "Group", "GroupOptions", "ResourceGroup", "ResourceGroupOptions",
-    "create_resource_group", "remove_resource_group",
+    "create_resource_group", "remove_resource_group", "fcc", "FunctionGroupContext", "FunctionGroupHandler",
+    "FunctionGroupMethodProxy", "create_function_group", "get_function_group_context",
 ]

@@ -109,6 +109,59 @@ class AsyncWorker:
         return value + 1
 
 
+@yr.instance
+class Member:
+    def reduce(self, x):
+        import numpy as np
+
+        ctx = yr.fcc.get_function_group_context()
+        total = yr.collective.allreduce(np.array([float(x)]))
+        return ctx.rank_id, ctx.world_size, float(total[0])
+
+
+@check
+def function_group_with_collectives():
+    opts = yr.FunctionGroupOptions(cpu=300, memory=128, scheduling_affinity_each_bundle_size=1)
+    handler = yr.fcc.create_function_group(Member, args=(), group_size=3, options=opts)
+    assert yr.get(handler.reduce.invoke(2), timeout=60) == [(0, 3, 6.0), (1, 3, 6.0), (2, 3, 6.0)]
+    handler.terminate()
+
+
+@check
+def group_and_resource_group():
+    rg = yr.create_resource_group([{"CPU": 1000, "Memory": 512}], "exp-rg")
+    rg.wait(30)
+    opt = yr.InvokeOptions(cpu=300, memory=100)
+    opt.resource_group_options.resource_group_name = "exp-rg"
+    inside = [Counter.options(opt).invoke(i) for i in range(3)]
+    assert yr.get([c.get.invoke() for c in inside]) == [0, 1, 2]
+    yr.remove_resource_group("exp-rg")
+    g_opts = yr.InvokeOptions()
+    g_opts.group_name = "g-exp"
+    a, b = Counter.options(g_opts).invoke(1), Counter.options(g_opts).invoke(2)
+    g = yr.Group("g-exp", yr.GroupOptions())
+    g.invoke()
+    g.wait()
+    assert yr.get([a.add.invoke(), b.add.invoke()]) == [2, 3]
+    g.terminate()
+
+
+@check
+def affinity_on_hostname():
+    import socket
+
+    op = yr.LabelOperator(yr.OperatorType.LABEL_IN, "hostname", [socket.gethostname()])
+    opt = yr.InvokeOptions(schedule_affinities=[yr.Affinity(yr.AffinityKind.RESOURCE, yr.AffinityType.REQUIRED, [op])])
+    assert yr.get(Counter.options(opt).invoke(3).get.invoke()) == 3
+    never = yr.LabelOperator(yr.OperatorType.LABEL_IN, "hostname", ["no-such-host"])
+    opt.schedule_affinities = [yr.Affinity(yr.AffinityKind.RESOURCE, yr.AffinityType.REQUIRED, [never])]
+    try:
+        yr.get(Counter.options(opt).invoke().get.invoke(), timeout=10)
+        raise AssertionError("placed against a required affinity")
+    except RuntimeError as exc:
+        assert "no rank has labels" in str(exc)
+
+
 @check
 def sdk_import_paths():
     assert yr.Config is Config and yr.ObjectRef is ObjectRef
