@@ -780,7 +780,7 @@ def test_fuzz_load_from_yaml_text(fuzz_dir: Path, doc: object, raw: str | None) 
 
 # Lowest first; a module may import only from modules before it, so there is no import cycle.
 CONFIG_LAYERS = ("errors", "targets", "types", "values", "yaml12", "env", "overrides", "validate_params",
-                 "validation", "entry", "expansion", "loading")
+                 "trials", "validation", "entry", "expansion", "loading")
 
 
 def test_config_modules_import_only_downward() -> None:

@@ -150,7 +150,7 @@ def test_write_results_csv_and_summary(tmp_path: Path) -> None:
     summary = json.loads(json_path.read_text())
     assert summary["name"] == "lr-sweep" and summary["metric"] == {"name": "loss", "mode": "min"}
     assert summary["total"] == 6
-    assert summary["counts"] == {"finished": 3, "running": 1, "failed": 1, "queued": 1}
+    assert summary["counts"] == {"finished": 3, "stopped": 0, "running": 1, "failed": 1, "queued": 1}
     assert summary["best"]["id"] == e[1].id and summary["best"]["metrics"]["loss"] == 0.2
     assert summary["best"]["params"] == {"lr": 0.01, "epochs": 5}
     assert summary["ranking"] == [e[1].id, e[0].id, e[2].id]

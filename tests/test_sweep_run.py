@@ -193,7 +193,7 @@ def test_sweep_end_to_end(tmp_path: Path) -> None:
     assert rows[0]["param.x"] == "1" and rows[0]["seed"] == "0"
 
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["counts"] == {"finished": 6, "running": 0, "queued": 0, "failed": 0}
+    assert summary["counts"] == {"finished": 6, "stopped": 0, "running": 0, "queued": 0, "failed": 0}
     assert summary["best"]["params"] == {"x": 1} and summary["best"]["metrics"]["loss"] == 10
     assert summary["best"]["metrics"]["workers"] == 1 and summary["best"]["metrics"]["attempt"] == 1
     assert summary["best"]["metrics"]["trial_id"] == summary["best"]["id"]
@@ -333,7 +333,7 @@ def test_stop_signal_interrupts_then_resume_finishes(tmp_path: Path, sig: str, t
     assert len(interrupted) == 2 and not events(records, "finished") and not events(records, "failed")
     assert all("grace_period=0.3" in r["reason"] for r in records if r["event"] == "interrupted")
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["counts"] == {"finished": 0, "running": 0, "queued": 4, "failed": 0}
+    assert summary["counts"] == {"finished": 0, "stopped": 0, "running": 0, "queued": 4, "failed": 0}
 
     done = run_yrmpi(["sweep", str(path)], env=job_env(SLEEP="0.05"))
     assert done.returncode == 0, done.stdout + done.stderr

@@ -57,7 +57,7 @@ from .report import (
     write_results,
 )
 from .runner import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOST, EXIT_OK, EXIT_OUTPUT
-from .trial import Trial
+from .trial import Trial, TrialStopped
 
 __all__ = [
     "CONFIG_NAME",
@@ -86,6 +86,7 @@ __all__ = [
     "SweepConfigError",
     "SweepLock",
     "Trial",
+    "TrialStopped",
     "apply_overrides",
     "best",
     "check_fingerprint",

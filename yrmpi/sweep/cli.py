@@ -19,8 +19,8 @@ from .. import launch
 from ..core.errors import YRRuntimeError
 from ..core.log import install_default_handler
 from ..launch import EXIT_CODES, EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_LOST, EXIT_OK, EXIT_OUTPUT
-from .config import SweepConfigError, expand, load
-from .journal import check_fingerprint, fold, read_journal, resume_plan, write_resolved_config
+from .config import SweepConfigError, load
+from .journal import check_fingerprint, experiments_of, fold, read_journal, resume_plan, write_resolved_config
 from .output import output_error
 from .report import report
 from .runner import (
@@ -37,7 +37,9 @@ from .runner import (
     prepare_output,
     size_launch,
     summarize,
+    sweep_experiments,
     todo_for,
+    work_left,
 )
 
 __all__ = ["int_at_least", "report_command", "sweep_command"]
@@ -96,12 +98,12 @@ def _dry_run(opts: SweepOptions, np: int | None) -> int:
     if launcher_rank() != 0:  # under mpiexec/srun only rank 0 prints
         return EXIT_OK
     config = load_config(opts)
-    experiments = expand(config)
+    experiments = sweep_experiments(config, fresh_requested(opts))
     if not fresh_requested(opts):
         check_fingerprint(config.output, config.to_dict())
     todo = todo_for(config, experiments, fresh_requested(opts))
     world = dry_run_ranks() if launch.under_mpi() else None
-    ranks, plan = size_launch(config, len(todo), ranks=world or np)
+    ranks, plan = size_launch(config, max(work_left(config, experiments, todo), 1), ranks=world or np)
     print(plan_text(config, experiments, todo, plan, max_rows=None))
     how = "this job's" if world else ("-n" if np else "a local launch:")
     print(f"{how} {ranks} ranks (1 driver + {ranks - 1} host ranks); output {Path(config.output).absolute()}")
@@ -118,18 +120,18 @@ def _launch(opts: SweepOptions, ns: argparse.Namespace, argv: list[str]) -> int:
     the process dies), so a second `yrmpi sweep` on the folder fails at once with one line.
     """
     config = load_config(opts)
-    experiments = expand(config)
+    experiments = sweep_experiments(config, fresh_requested(opts))
     lock = open_output(config, experiments, opts)
     try:
         todo = todo_for(config, experiments, fresh_requested(opts))
-        if not todo:  # nothing to run: report without starting MPI
+        if not work_left(config, experiments, todo):  # nothing to run: report without starting MPI
             out, records, warnings = prepare_output(config, opts)
             for warning in warnings:
                 launch_log.warning("warning: %s", warning)
             print(f"sweep {config.name}: nothing left to run in {out}")
             write_resolved_config(out, config.to_dict())
             return summarize(config, experiments, out, records)
-        ranks, _ = size_launch(config, len(todo), ranks=ns.np)
+        ranks, _ = size_launch(config, work_left(config, experiments, todo), ranks=ns.np)
         cmd = launch.command(ranks, [sys.executable, "-m", "yrmpi", "sweep", *argv], mpiexec=ns.mpiexec,
                              extra=ns.mpi_arg)
         print(f"yrmpi sweep: launching {ranks} ranks on this machine (1 driver + {ranks - 1} host ranks)",
@@ -148,7 +150,9 @@ def _job_code(rc: int, config, experiments) -> int:  # noqa: ANN001 - SweepConfi
     if rc in EXIT_CODES:
         return rc
     records, _ = read_journal(Path(config.output))
-    if not resume_plan(experiments, fold(records), config.retries):
+    if config.search:
+        experiments = experiments_of(config, records)
+    if not work_left(config, experiments, resume_plan(experiments, fold(records), config.retries)):
         return exit_code(config, experiments, records)
     if rc > 128:  # mpiexec (or the driver) ended by signal rc - 128: stopped, with work left
         code, what = EXIT_INTERRUPTED, f"ended by signal {rc - 128}"

@@ -14,6 +14,12 @@ Line fields: ``ts`` (unix seconds), ``event``, ``exp`` (experiment id), and per 
 - ``failed``:      ``error`` (one line), ``traceback``, ``wall`` (optional)
 - ``retried``:     ``attempt`` (the attempt about to start), optional ``reason``
 - ``interrupted``: ``reason`` (e.g. "SIGTERM"), ``wall`` (optional)
+- ``report``:      ``metrics`` (dict), ``step``, ``attempt``, ``checkpoint`` (optional: ``file``
+  in the experiment's checkpoint folder, ``kind`` pickle|path), ``decision`` (continue|stop)
+  and ``reason``: one ``trial.report(...)``, written on rank 0 after the checkpoint it names
+  was committed and before the supervisor hears the scheduler's decision
+- ``stopped``:     ``metrics`` (the last reported, plus what ``run`` returned), ``wall``,
+  ``reason``: the scheduler stopped the experiment early; like ``finished``, never re-run
 
 One more line, ``event: "sweep"`` (``exp`` empty), says which sweep the journal belongs to:
 ``fingerprint`` (a hash of :data:`FINGERPRINT_KEYS` of the resolved config) and ``config``
@@ -36,10 +42,11 @@ from typing import Any
 import yaml
 
 from ._fs import atomic_write, fsync_dir, open_append, write_all
-from .config import Experiment, SweepConfigError
+from .config import Experiment, SweepConfig, SweepConfigError, expand
 
 __all__ = [
     "CONFIG_NAME",
+    "DONE",
     "EVENTS",
     "FINGERPRINT_KEYS",
     "JOURNAL_NAME",
@@ -47,6 +54,7 @@ __all__ = [
     "ExperimentState",
     "Journal",
     "check_fingerprint",
+    "experiments_of",
     "fingerprint",
     "fold",
     "json_safe",
@@ -57,16 +65,18 @@ __all__ = [
 
 JOURNAL_NAME = "journal.jsonl"
 CONFIG_NAME = "config.yaml"
-EVENTS = ("queued", "started", "finished", "failed", "retried", "interrupted")
+EVENTS = ("queued", "started", "finished", "failed", "retried", "interrupted", "report", "stopped")
+DONE = ("finished", "stopped")  # statuses a resume never runs again
 SWEEP_EVENT = "sweep"  # the journal's first line: which sweep it belongs to
 #: What changes an experiment's result besides its params and seed: a journal started with
 #: other values of these holds results of another sweep.
-FINGERPRINT_KEYS = ("name", "entry", "init", "workers", "resources", "params")
+FINGERPRINT_KEYS = ("name", "entry", "init", "workers", "resources", "params", "scheduler", "search")
 _MAX_DEPTH = 64  # nesting kept in a journaled value; deeper is stored as text
 logger = logging.getLogger("yrmpi")
 # Status shown to users for the latest event: "retried" means "waiting to run again".
 _STATUS = {"queued": "queued", "started": "running", "finished": "finished",
-           "failed": "failed", "retried": "queued", "interrupted": "interrupted"}
+           "failed": "failed", "retried": "queued", "interrupted": "interrupted",
+           "report": "running", "stopped": "stopped"}
 
 
 def _json_default(value: Any) -> Any:
@@ -108,8 +118,10 @@ def json_safe(value: Any, where: str = "value") -> tuple[Any, list[str]]:
     on_path: set[int] = set()
 
     def walk(v: Any, path: str, depth: int) -> Any:
-        if v is None or isinstance(v, (bool, float)):
+        if v is None or type(v) in (bool, float):
             return v
+        if isinstance(v, float):  # np.float64 (a float subclass): a plain number, never its repr
+            return float(v)
         if isinstance(v, int):
             if v.bit_length() > 4000:  # json.dumps refuses more than 4300 digits
                 notes.append(f"{path}: an integer of {v.bit_length()} bits, stored as text")
@@ -337,6 +349,22 @@ class Journal:
             fields["reason"] = reason
         return self.append("retried", exp, **fields)
 
+    def report(self, exp: str, metrics: Mapping[str, Any], step: float | None, attempt: int | None = None,
+               checkpoint: Mapping[str, Any] | None = None, decision: str = "continue", reason: str = "") -> dict:
+        """One ``trial.report``: its metrics, step, the checkpoint it committed and the decision."""
+        fields: dict[str, Any] = {"step": step, "metrics": dict(metrics), "decision": decision}
+        if attempt is not None:
+            fields["attempt"] = attempt
+        if checkpoint:
+            fields["checkpoint"] = dict(checkpoint)
+        if reason:
+            fields["reason"] = reason
+        return self.append("report", exp, **fields)
+
+    def stopped(self, exp: str, metrics: Mapping[str, Any] | None, wall: float, reason: str = "") -> dict:
+        """The scheduler stopped an experiment early: recorded with its last metrics, never re-run."""
+        return self.append("stopped", exp, metrics=dict(metrics or {}), wall=wall, reason=reason)
+
     def interrupted(self, exp: str, reason: str = "", wall: float | None = None) -> dict:
         fields: dict[str, Any] = {"reason": reason}
         if wall is not None:
@@ -394,14 +422,20 @@ def _is_num(value: Any) -> bool:
 # breaks these was not written by a sweep (forged, edited, another program) and is skipped.
 _REQUIRED: dict[str, dict[str, Callable[[Any], bool]]] = {
     "finished": {"metrics": lambda v: isinstance(v, dict), "wall": _is_num},
+    "stopped": {"metrics": lambda v: isinstance(v, dict), "wall": _is_num},
+    "report": {"metrics": lambda v: isinstance(v, dict)},
 }
 _OPTIONAL: dict[str, Callable[[Any], bool]] = {
     "ts": _is_num, "params": lambda v: isinstance(v, dict),
     "seed": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "index": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "trial": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "attempt": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "error": lambda v: isinstance(v, str), "traceback": lambda v: isinstance(v, str),
     "reason": lambda v: isinstance(v, str), "wall": lambda v: v is None or _is_num(v),
+    "step": lambda v: v is None or _is_num(v), "decision": lambda v: v in ("continue", "stop"),
+    "checkpoint": lambda v: isinstance(v, dict) and isinstance(v.get("file"), str)
+    and v.get("kind") in ("pickle", "path") and "/" not in v["file"] and v["file"] not in ("", ".", ".."),
 }
 
 
@@ -448,7 +482,7 @@ class ExperimentState:
     """Latest known state of one experiment, folded from its journal records."""
 
     id: str
-    status: str = "queued"  # queued | running | finished | failed | interrupted
+    status: str = "queued"  # queued | running | finished | stopped | failed | interrupted
     event: str = "queued"  # the latest journal event
     attempts: int = 0  # number of "started" records
     failures: int = 0  # number of "failed" records (interruptions do not count)
@@ -461,6 +495,13 @@ class ExperimentState:
     started_at: float | None = None  # ts of the latest "started"
     updated_at: float | None = None
     extra: dict = field(default_factory=dict)  # extras of the latest "started" (e.g. rank)
+    index: int | None = None  # position in the sweep (from "queued"): ties are broken by it
+    reports: int = 0  # "report" records, over all attempts
+    step: float | None = None  # step of the latest report
+    last: dict | None = None  # metrics of the latest report
+    reported_at: float | None = None  # ts of the latest report
+    checkpoint: dict | None = None  # the latest committed checkpoint: {file, kind, step}
+    reason: str | None = None  # why it was stopped early
 
     @property
     def restarts(self) -> int:
@@ -493,6 +534,26 @@ def fold(records: Iterable[Mapping[str, Any]]) -> dict[str, ExperimentState]:
                 st.params = r["params"]
             if isinstance(r.get("seed"), int):
                 st.seed = r["seed"]
+            if isinstance(r.get("index"), int):
+                st.index = r["index"]
+        elif event == "report":
+            st.reports += 1
+            step = r.get("step")
+            st.step = step if _is_num(step) else st.step
+            st.last = dict(r["metrics"]) if isinstance(r.get("metrics"), dict) else st.last
+            st.reported_at = st.updated_at
+            ckpt = r.get("checkpoint")
+            if isinstance(ckpt, dict):
+                st.checkpoint = {"file": ckpt.get("file"), "kind": ckpt.get("kind"), "step": step}
+            if r.get("decision") == "stop":  # decided: a resume must not run it again
+                st.status, st.metrics = "stopped", dict(st.last or {})
+                st.reason = str(r.get("reason", "")) or "stopped by the scheduler"
+        elif event == "stopped":
+            metrics = r.get("metrics")
+            st.metrics = dict(metrics) if isinstance(metrics, dict) else dict(st.last or {})
+            st.wall = _number(r.get("wall"))
+            st.reason = str(r.get("reason", "")) or st.reason or "stopped by the scheduler"
+            st.error = st.traceback = None
         elif event == "started":
             st.attempts += 1
             st.started_at = st.updated_at
@@ -530,11 +591,26 @@ def resume_plan(experiments: Sequence[Experiment], states: Mapping[str, Experime
     todo = []
     for e in experiments:
         st = states.get(e.id)
-        if st is None or st.status not in ("finished", "failed"):
+        if st is None or st.status not in (*DONE, "failed"):
             todo.append(e)
         elif st.status == "failed" and st.failures <= retries:
             todo.append(e)
     return todo
+
+
+def experiments_of(config: SweepConfig, records: Iterable[Mapping[str, Any]]) -> list[Experiment]:
+    """The sweep's experiments: the expanded grid, or, for a search (its trials are asked as the
+    sweep runs), those its journal queued so far, in the order they were asked."""
+    if not config.search:
+        return expand(config)
+    out: list[Experiment] = []
+    seen: set[str] = set()
+    for r in records:
+        if r.get("event") == "queued" and isinstance(r.get("params"), dict) and r.get("exp") not in seen:
+            seen.add(r["exp"])
+            seed = r.get("seed") if isinstance(r.get("seed"), int) else config.seeds[0]
+            out.append(Experiment(r["exp"], dict(r["params"]), seed, len(out)))
+    return out
 
 
 def write_resolved_config(directory: str | os.PathLike, config: Mapping[str, Any]) -> Path:

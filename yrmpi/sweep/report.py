@@ -21,8 +21,8 @@ import yaml
 
 from ._fs import atomic_write
 from ._text import fmt_duration, fmt_params, fmt_value, split_params, table
-from .config import Experiment, Metric, SweepConfigError, expand, load_dict
-from .journal import CONFIG_NAME, ExperimentState, fold, read_journal
+from .config import Experiment, Metric, SweepConfigError, load_dict
+from .journal import CONFIG_NAME, DONE, ExperimentState, experiments_of, fold, read_journal
 
 __all__ = [
     "RESULTS_CSV",
@@ -73,7 +73,7 @@ def normalize_metrics(result: Any, metric: Metric | None) -> dict:
 
 def metric_value(state: ExperimentState | None, metric: Metric | None) -> float | None:
     """The finite numeric metric of a finished experiment, else None (not rankable)."""
-    if state is None or metric is None or state.status != "finished" or not state.metrics:
+    if state is None or metric is None or state.status not in DONE or not state.metrics:
         return None
     value = state.metrics.get(metric.name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -81,13 +81,13 @@ def metric_value(state: ExperimentState | None, metric: Metric | None) -> float 
     return float(value) if math.isfinite(value) else None
 
 
-_GROUP = {"finished": 1, "running": 2, "interrupted": 3, "queued": 3, "failed": 4}
+_GROUP = {"finished": 1, "stopped": 1, "running": 2, "interrupted": 3, "queued": 3, "failed": 4}
 
 
 def rank(experiments: Sequence[Experiment], states: Mapping[str, ExperimentState],
          metric: Metric | None) -> list[Row]:
-    """Experiments best first: ranked by metric, then finished without metric, running,
-    waiting, failed last; ties keep sweep order."""
+    """Experiments best first: ranked by metric (finished, and stopped early by their last
+    report), then finished without metric, running, waiting, failed last; ties keep sweep order."""
     def key(e: Experiment) -> tuple:
         st = states.get(e.id)
         value = metric_value(st, metric)
@@ -110,21 +110,38 @@ def best(experiments: Sequence[Experiment], states: Mapping[str, ExperimentState
 
 def _counts(states: Mapping[str, ExperimentState], total: int) -> dict[str, int]:
     done = sum(1 for s in states.values() if s.status == "finished")
+    stopped = sum(1 for s in states.values() if s.status == "stopped")
     running = sum(1 for s in states.values() if s.status == "running")
     failed = sum(1 for s in states.values() if s.status == "failed")
-    return {"finished": done, "running": running, "failed": failed,
-            "queued": max(total - done - running - failed, 0)}
+    return {"finished": done, "stopped": stopped, "running": running, "failed": failed,
+            "queued": max(total - done - stopped - running - failed, 0)}
+
+
+def _best_state(states: Mapping[str, ExperimentState], metric: Metric | None) -> ExperimentState | None:
+    """The winner by the same order as :func:`rank` (metric, then sweep position), so the status
+    line, the table and summary.json always name the same experiment."""
+    scored = [(v if metric.mode == "min" else -v, s.index if s.index is not None else 1 << 62, s.id, s)
+              for s in states.values() if metric is not None and (v := metric_value(s, metric)) is not None]
+    return min(scored, key=lambda t: t[:3])[3] if scored else None
 
 
 def _best_text(states: Mapping[str, ExperimentState], metric: Metric | None) -> str | None:
     if metric is None:
         return None
-    scored = [(v, s.id) for s in states.values()
-              if (v := metric_value(s, metric)) is not None]
-    if not scored:
+    win = _best_state(states, metric)
+    if win is None:
         return f"best {metric.name}=-"
-    value, eid = (min if metric.mode == "min" else max)(scored)
-    return f"best {metric.name}={fmt_value(value)} ({eid})"
+    return f"best {metric.name}={fmt_value(metric_value(win, metric))} ({win.id})"
+
+
+def _steps_text(states: Mapping[str, ExperimentState], limit: int = 6) -> str | None:
+    """``steps e01e4e47a1b2@5 ...``: where each running experiment that reports is."""
+    running = sorted((s for s in states.values() if s.status == "running" and s.step is not None),
+                     key=lambda s: (s.index if s.index is not None else 1 << 62, s.id))
+    if not running:
+        return None
+    shown = " ".join(f"{s.id}@{fmt_value(s.step)}" for s in running[:limit])
+    return "steps " + shown + (f" (+{len(running) - limit})" if len(running) > limit else "")
 
 
 def status_line(states: Mapping[str, ExperimentState], total: int, started_at: float,
@@ -136,13 +153,17 @@ def status_line(states: Mapping[str, ExperimentState], total: int, started_at: f
     ``concurrency`` (default: how many run now); "?" until one experiment has finished.
     """
     c = _counts(states, total)
-    parts = [f"{c['finished']}/{total} done, {c['running']} running, {c['queued']} queued, "
-             f"{c['failed']} failed"]
+    stopped = f", {c['stopped']} stopped" if c["stopped"] else ""
+    parts = [f"{c['finished'] + c['stopped']}/{total} done{stopped}, {c['running']} running, "
+             f"{c['queued']} queued, {c['failed']} failed"]
     best_text = _best_text(states, metric)
     if best_text:
         parts.append(best_text)
+    steps = _steps_text(states)
+    if steps:
+        parts.append(steps)
     parts.append(f"elapsed {fmt_duration(now - started_at)}")
-    walls = [s.wall for s in states.values() if s.status == "finished" and s.wall is not None]
+    walls = [s.wall for s in states.values() if s.status in DONE and s.wall is not None]
     if c["queued"] == 0 and c["running"] == 0:
         parts.append("ETA 0s")
     elif not walls:
@@ -168,6 +189,10 @@ def _status_text(st: ExperimentState | None) -> str:
         if len(first) > 60:
             first = first[:57] + "..."
         return f"failed: {first}" if first else "failed"
+    if st.status == "stopped" and st.step is not None:
+        return f"stopped at step {fmt_value(st.step)}"
+    if st.status == "running" and st.step is not None:
+        return f"running (step {fmt_value(st.step)})"
     return st.status
 
 
@@ -191,7 +216,7 @@ def ranked_table(experiments: Sequence[Experiment], states: Mapping[str, Experim
         cells += [fmt_value(e.params.get(k)) for k in varying]
         if metric is not None:
             cells.append(fmt_value(value) if value is not None else "-")
-        wall = st.wall if st is not None and st.status in ("finished", "failed") else None
+        wall = st.wall if st is not None and st.status in (*DONE, "failed") else None
         cells += [fmt_duration(wall), str(st.restarts if st else 0), _status_text(st)]
         body.append(cells)
     text = table(header, body)
@@ -209,6 +234,9 @@ def _summary_entry(e: Experiment, st: ExperimentState | None) -> dict:
         "attempts": st.attempts if st else 0,
         "restarts": st.restarts if st else 0,
         "error": st.error if st else None,
+        "step": st.step if st else None,
+        "reports": st.reports if st else 0,
+        "reason": st.reason if st and st.status == "stopped" else None,
     }
 
 
@@ -222,23 +250,41 @@ def _strict_json(value: Any) -> Any:
         return [_strict_json(v) for v in value]
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
-    item = getattr(value, "item", None)
-    if callable(item):
-        try:
-            return _strict_json(item())
-        except Exception:
-            pass
+    return _plain(value, _strict_json)
+
+
+def _plain(value: Any, then: Any) -> Any:
+    """A numpy/torch scalar or array as the number or list it holds (``item()``, ``tolist()``)."""
+    for attr in ("item", "tolist"):
+        fn = getattr(value, attr, None)
+        if callable(fn):
+            try:
+                out = fn()
+            except Exception:
+                continue
+            if type(out) is not type(value):
+                return then(out)
     return repr(value)
 
 
 def _csv_cell(value: Any) -> str:
+    """Plain numbers and strings: never ``np.float64(...)`` or ``array([...])`` text."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return json.dumps(value)
-    if isinstance(value, (int, float, str)):
-        return str(value) if not isinstance(value, float) else repr(value)
-    return json.dumps(_strict_json(value), sort_keys=True)
+    if isinstance(value, float):
+        return repr(float(value))
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(_strict_json(value), sort_keys=True)
+    plain = _plain(value, lambda v: v)
+    if isinstance(plain, str) or plain is None or isinstance(plain, (bool, int, float)):
+        return _csv_cell(plain) if not isinstance(plain, str) else plain
+    return json.dumps(_strict_json(plain), sort_keys=True)
 
 
 def write_results(directory: str | os.PathLike, experiments: Sequence[Experiment],
@@ -347,6 +393,26 @@ def plot(directory: str | os.PathLike, experiments: Sequence[Experiment],
     return atomic_write(Path(directory) / PLOT_PNG, buf.getvalue())
 
 
+def running_lines(states: Mapping[str, ExperimentState], metric: Metric | None, now: float) -> list[str]:
+    """One line per running experiment: last step, last metrics, elapsed, ETA (from the mean wall
+    time of the finished ones)."""
+    walls = [s.wall for s in states.values() if s.status in DONE and s.wall is not None]
+    mean = sum(walls) / len(walls) if walls else None
+    out = []
+    for st in sorted((s for s in states.values() if s.status == "running"),
+                     key=lambda s: (s.index if s.index is not None else 1 << 62, s.id)):
+        ran = now - st.started_at if st.started_at is not None else None
+        last = st.last or {}
+        shown = [f"{k}={fmt_value(v)}" for k, v in list(last.items())[:4]]
+        if metric is not None and metric.name in last and metric.name not in list(last)[:4]:
+            shown.insert(0, f"{metric.name}={fmt_value(last[metric.name])}")
+        eta = "?" if mean is None or ran is None else f"~{fmt_duration(max(mean - ran, 0.0))}"
+        step = f"step {fmt_value(st.step)}" if st.step is not None else "no report yet"
+        out.append(f"running {st.id}: {step}{' ' + ' '.join(shown) if shown else ''} | elapsed "
+                   f"{fmt_duration(ran)} | ETA {eta}")
+    return [""] + out if out else []
+
+
 def report(directory: str | os.PathLike) -> str:
     """The full text report of a sweep folder (its ``config.yaml`` + ``journal.jsonl``).
 
@@ -368,21 +434,23 @@ def report(directory: str | os.PathLike) -> str:
         raise SweepConfigError(f"{source}: (document): found invalid YAML "
                                f"({type(e).__name__}), expected the resolved config") from None
     config = load_dict(raw, source=source, check_entry=False, expand_vars=False)
-    experiments = expand(config)
     records, warnings = read_journal(directory)
+    experiments = experiments_of(config, records)
     states = fold(records)
     known = {e.id for e in experiments}
     stale = [i for i in states if i not in known]
     states = {i: s for i, s in states.items() if i in known}
-    c = _counts(states, len(experiments))
+    total = max(config.total, len(experiments))
+    c = _counts(states, total)
     what = f"metric {config.metric.name} ({config.metric.mode})" if config.metric else "no metric"
+    stopped = f", {c['stopped']} stopped early" if c["stopped"] else ""
     lines = [
-        f"sweep {config.name}: {len(experiments)} experiments, {what}",
-        f"{c['finished']} finished, {c['running']} running, {c['queued']} queued, "
-        f"{c['failed']} failed",
+        f"sweep {config.name}: {total} experiments, {what}",
+        f"{c['finished']} finished{stopped}, {c['running']} running, {c['queued']} queued, {c['failed']} failed",
         "",
         ranked_table(experiments, states, config.metric),
     ]
+    lines += running_lines(states, config.metric, time.time())
     win = best(experiments, states, config.metric)
     if win is not None and config.metric is not None:
         e, st = win

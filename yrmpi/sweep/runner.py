@@ -43,12 +43,14 @@ from ..launch import (  # the exit codes, defined once (docs/sweeps.md has the t
 from ..scheduling.placement import RankCapacity
 from .config import Experiment, Resources, SweepConfig, SweepConfigError, expand, import_entry, load
 from .config.types import MAX_RANKS
+from .curves import CURVES_CSV, CURVES_PNG, plot_curves, write_curves
 from .journal import (
     CONFIG_NAME,
     JOURNAL_NAME,
     SWEEP_EVENT,
     Journal,
     check_fingerprint,
+    experiments_of,
     fold,
     json_safe,
     read_journal,
@@ -59,20 +61,24 @@ from .output import SweepLock, check_output, output_error
 from .plan import CapacityPlan, format_plan, plan_capacity, ranks_from_usage
 from .report import PLOT_PNG, RESULTS_CSV, SUMMARY_JSON, normalize_metrics, plot, report, status_line
 from .report import write_results as _write_results
-from .trial import Trial
+from .schedulers import make_scheduler, replay
+from .trial import Trial, supervised
 
 __all__ = [
     "EXIT_CONFIG", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_LOST", "EXIT_OK", "EXIT_OUTPUT", "STOP_SIGNALS",
     "StopRequest", "SweepOptions", "SweepRunner", "describe_error", "drive", "dry_run_ranks", "exit_code",
     "fresh_requested",
     "ignore_stop_signals", "launcher_rank", "load_config", "local_ranks", "open_output", "plan_text",
-    "prepare_output", "size_launch", "summarize", "todo_for",
+    "prepare_output", "size_launch", "summarize", "sweep_experiments", "todo_for", "work_left",
 ]
 
 logger = logging.getLogger("yrmpi")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 POLL_S = 0.5  # longest the loop waits on results before it looks at the stop flag again
-MACHINE_FILE_NAMES = (JOURNAL_NAME, CONFIG_NAME, RESULTS_CSV, SUMMARY_JSON, PLOT_PNG)
+CHECKPOINTS = "checkpoints"  # OUTPUT/checkpoints/<experiment id>/: trial.checkpoint_dir
+MACHINE_FILE_NAMES = (JOURNAL_NAME, CONFIG_NAME, RESULTS_CSV, SUMMARY_JSON, PLOT_PNG, CURVES_CSV, CURVES_PNG,
+                      CHECKPOINTS)
+EXCHANGE_WAIT_S = 2.0  # longest a supervisor's exchange call waits for a report before it returns empty
 
 
 def _log(message: str) -> None:
@@ -106,7 +112,27 @@ def load_config(opts: SweepOptions) -> SweepConfig:
         changes["output"] = opts.output
     if opts.max_concurrent is not None:
         changes["max_concurrent"] = opts.max_concurrent
-    return dataclasses.replace(config, **changes) if changes else config
+    config = dataclasses.replace(config, **changes) if changes else config
+    if config.search:
+        from .search import require_optuna
+
+        require_optuna()  # before MPI starts: a missing extra is bad input (exit 2), one line
+    return config
+
+
+def sweep_experiments(config: SweepConfig, fresh: bool = False) -> list[Experiment]:
+    """The experiments known before a run: the grid, or the trials a search's journal holds."""
+    if not config.search:
+        return expand(config)
+    if fresh:
+        return []
+    records, _ = read_journal(Path(config.output))
+    return experiments_of(config, records)
+
+
+def work_left(config: SweepConfig, experiments: Sequence[Experiment], todo: Sequence[Experiment]) -> int:
+    """Experiments a run has to start: those left, plus the trials a search has not asked yet."""
+    return len(todo) + (max(config.total - len(experiments), 0) if config.search else 0)
 
 
 def _restarted_by_slurm() -> bool:
@@ -125,7 +151,7 @@ def fresh_requested(opts: SweepOptions) -> bool:
 def todo_for(config: SweepConfig, experiments: Sequence[Experiment], fresh: bool) -> list[Experiment]:
     """Experiments a run would start (all with fresh, else what the journal has not finished)."""
     if fresh:
-        return list(experiments)
+        return list(experiments) if not config.search else []
     records, _ = read_journal(Path(config.output))
     return resume_plan(experiments, fold(records), config.retries)
 
@@ -154,7 +180,7 @@ def prepare_output(config: SweepConfig, opts: SweepOptions) -> tuple[Path, list[
 def open_output(config: SweepConfig, experiments: Sequence[Experiment], opts: SweepOptions) -> SweepLock:
     """Before anything is written: prove the output folder usable, take its lock, and refuse a
     journal of another sweep (unless --fresh will move it aside). SweepConfigError otherwise."""
-    check_output(config.output, len(experiments), config.retries)
+    check_output(config.output, max(len(experiments), config.total), config.retries)
     lock = SweepLock(config.output).acquire()
     try:
         if not fresh_requested(opts):
@@ -336,6 +362,10 @@ class _Running:
     attempt: int
     started: float  # monotonic
     deadline: float | None
+    key: str = ""  # the trial's mailbox key on its supervisor
+    exchange: Any = None  # the outstanding long poll for its reports (None once run() returned)
+    stopped: str | None = None  # why the scheduler stopped it
+    last: dict | None = None  # metrics of its latest report
 
 
 class SweepRunner:
@@ -344,7 +374,7 @@ class SweepRunner:
     def __init__(self, config: SweepConfig, experiments: Sequence[Experiment], todo: Sequence[Experiment],
                  plan: CapacityPlan, journal: Journal, records: list[dict], stop: StopRequest,
                  log: Callable[[str], None] = _log, ranks: Sequence[RankCapacity] | None = None,
-                 creator: Any = None, warn: Callable[[str], None] = _warn) -> None:
+                 creator: Any = None, warn: Callable[[str], None] = _warn, search: Any = None) -> None:
         self.config = config
         self.experiments = list(experiments)
         self.known = {e.id for e in self.experiments}
@@ -367,39 +397,155 @@ class SweepRunner:
         self.stopped_by: str | None = None
         self.ranks = list(ranks) if ranks is not None else None  # live host ranks the plan is for
         self.out_of_ranks = False
+        self.exchanges: dict[int, _Running] = {}  # exchange ref id -> its experiment
+        self.checkpoints: dict[str, list[dict]] = {}  # experiment -> journaled checkpoints, oldest first
+        self.last: dict[str, dict] = {}
+        for r in records:
+            if r.get("event") == "report" and isinstance(r.get("metrics"), dict):
+                self.last[r["exp"]] = r["metrics"]
+                if isinstance(r.get("checkpoint"), dict):
+                    self.checkpoints.setdefault(r["exp"], []).append({**r["checkpoint"], "step": r.get("step")})
+        self.scheduler = make_scheduler(config.scheduler, config.metric.mode) if config.metric else None
+        if self.scheduler is not None:
+            differ = replay(self.scheduler, records, config.metric.name)
+            if differ:
+                self.warn(f"warning: {differ} journaled scheduler decisions differ from a replay (was the "
+                          "scheduler changed?); the journaled ones stand")
+        self.search = search  # an OptunaSearch: asked for the next trial when a slot is free, told each end
+        self.on_told: Callable[[Experiment, str, dict], None] | None = search.tell if search is not None else None
 
     def _append(self, record: dict) -> None:
         self.records.append(record)
 
     # -- one experiment -------------------------------------------------------------------------
+    def checkpoint_dir(self, e: Experiment) -> Path:
+        return self.journal.directory.absolute() / CHECKPOINTS / e.id
+
+    def restore_point(self, e: Experiment) -> dict | None:
+        """The last journaled checkpoint of an experiment whose file exists, or None."""
+        folder = self.checkpoint_dir(e)
+        for point in reversed(self.checkpoints.get(e.id, [])):
+            if os.path.lexists(folder / point["file"]):
+                return dict(point)
+        return None
+
+    def _creator_for(self, e: Experiment) -> Any:
+        """This experiment's supervisor class: the entry named ``<Class> <id>`` (output lines say
+        which experiment they come from) with the report exchange; one more call at once, so the
+        exchange (and a worker's report) runs beside ``run``."""
+        base = getattr(self.creator, "__wrapped__", None)
+        if base is None:  # a stand-in creator (tests)
+            return self.creator
+        import yrmpi
+
+        opts = dataclasses.replace(self.creator._opts,
+                                   concurrency=min(self.creator._opts.concurrency + 2 + self.config.workers, 1000))
+        return yrmpi.instance(supervised(base, e.id, self.config.run)).options(opts)
+
     def _start(self, e: Experiment) -> None:
         attempt = self.attempts.get(e.id, 0) + 1
         self.attempts[e.id] = attempt
-        trial = Trial(id=e.id, seed=e.seed, workers=self.config.workers, worker_options=self.worker_options,
-                      attempt=attempt)
         self._append(self.journal.started(e.id, attempt=attempt))
         began = time.monotonic()
         try:
-            handle = self.creator.invoke(**self.config.init)
-            ref = getattr(handle, self.config.run).invoke(dict(e.params), trial)
+            handle = self._creator_for(e).invoke(**self.config.init)
+            trial = Trial(id=e.id, seed=e.seed, workers=self.config.workers, worker_options=self.worker_options,
+                          attempt=attempt, checkpoint_dir=str(self.checkpoint_dir(e)),
+                          restore_point=self.restore_point(e), channel=handle)
+            if hasattr(handle, "_yrmpi_run"):
+                ref = handle._yrmpi_run.invoke(dict(e.params), trial)
+                exchange = handle._yrmpi_exchange.invoke(trial.key, {}, EXCHANGE_WAIT_S)
+            else:
+                ref, exchange = getattr(handle, self.config.run).invoke(dict(e.params), trial), None
         except Exception as exc:  # nothing remote ran: e.g. params that cannot be pickled
             self._failed(e, attempt, exc, 0.0, None)
             return
         deadline = began + self.config.timeout if self.config.timeout else None
-        self.running[ref.id] = _Running(e, handle, ref, attempt, began, deadline)
+        run = _Running(e, handle, ref, attempt, began, deadline, key=trial.key, exchange=exchange,
+                       last=self.last.get(e.id))
+        self.running[ref.id] = run
+        if exchange is not None:
+            self.exchanges[exchange.id] = run
+
+    # -- reports ----------------------------------------------------------------------------------
+    def _exchanged(self, run: _Running) -> None:
+        """A supervisor's long poll returned: journal its reports, decide, answer with the next poll."""
+        import yrmpi
+
+        ref, run.exchange = run.exchange, None
+        try:
+            items, done = yrmpi.get(ref, timeout=60)
+        except Exception:  # the supervisor ended (its run's result tells how)
+            return
+        decisions = {}
+        for item in items:
+            decisions[item.get("seq", 0)] = self._on_report(run, item)
+        if done or run.ref.id not in self.running:
+            return
+        try:
+            run.exchange = run.handle._yrmpi_exchange.invoke(run.key, decisions, EXCHANGE_WAIT_S)
+        except Exception:
+            return
+        self.exchanges[run.exchange.id] = run
+
+    def _on_report(self, run: _Running, item: dict) -> tuple[str, str]:
+        """Journal one report (append + fsync) with the scheduler's decision; the decision."""
+        e = run.exp
+        metrics, notes = json_safe(item.get("metrics") or {}, "metrics")
+        metrics = metrics if isinstance(metrics, dict) else {"value": metrics}
+        for note in notes:
+            self.warn(f"warning: experiment {e.id}: {note}")
+        step = item.get("step")
+        step = step if isinstance(step, (int, float)) and not isinstance(step, bool) and math.isfinite(step) \
+            else None
+        decision, reason = "continue", ""
+        if run.stopped is not None:
+            decision, reason = "stop", run.stopped
+        elif self.scheduler is not None and self.config.metric is not None:
+            decision, reason = self.scheduler.decide(e.id, step, metrics.get(self.config.metric.name))
+        checkpoint = item.get("checkpoint") if isinstance(item.get("checkpoint"), dict) else None
+        record = self.journal.report(e.id, metrics, step, attempt=run.attempt, checkpoint=checkpoint,
+                                     decision=decision, reason=reason)
+        self._append(record)
+        if self.search is not None:
+            self.search.on_report(record)
+        run.last = self.last[e.id] = metrics
+        if checkpoint:
+            self.checkpoints.setdefault(e.id, []).append({**checkpoint, "step": step})
+        if decision == "stop" and run.stopped is None:
+            run.stopped = reason
+            self.log(f"experiment {e.id} stopped early at step {step}: {reason}")
+        return decision, reason
 
     def _complete(self, run: _Running) -> None:
         import yrmpi
 
         wall = time.monotonic() - run.started
+        self._drop_exchange(run)
         try:
             result = yrmpi.get(run.ref, timeout=60)
         except Exception as exc:
+            if run.stopped is not None:  # stopped, then failed on the way out: still stopped
+                self._append(self.journal.stopped(run.exp.id, run.last or {}, wall, reason=run.stopped))
+                self._end(run.handle)
+                self._told(run.exp, "stopped", run.last or {})
+                return
             self._failed(run.exp, run.attempt, exc, wall, run.handle)
             return
-        metrics = self._recordable(run.exp, result)
+        kind = "ok"
+        if hasattr(run.handle, "_yrmpi_run") and isinstance(result, tuple) and len(result) == 2:
+            kind, result = result
+        if kind == "stopped" or run.stopped is not None:
+            metrics = {**(run.last or {}), **(self._recordable(run.exp, result) if kind == "ok" else {})}
+            self._append(self.journal.stopped(run.exp.id, metrics, wall,
+                                              reason=run.stopped or str(result or "stopped")))
+            self._end(run.handle)
+            self._told(run.exp, "stopped", metrics)
+            return
+        metrics = {**(run.last or {}), **self._recordable(run.exp, result)}
         self._append(self.journal.finished(run.exp.id, metrics, wall))
         self._end(run.handle)
+        self._told(run.exp, "finished", metrics)
         metric = self.config.metric
         value = metrics.get(metric.name) if metric is not None else 0.0
         if metric is not None and not _is_finite_number(value):
@@ -409,6 +555,15 @@ class SweepRunner:
             self.warn(f"warning: experiment {run.exp.id}: {self.config.run}() returned no number for the metric "
                       f"{metric.name!r} ({got}); it is recorded but not ranked. Return a dict of metrics "
                       f"with {metric.name!r} in it")
+
+    def _drop_exchange(self, run: _Running) -> None:
+        if run.exchange is not None:
+            self.exchanges.pop(run.exchange.id, None)
+            run.exchange = None
+
+    def _told(self, e: Experiment, status: str, metrics: dict) -> None:
+        if self.on_told is not None:
+            self.on_told(e, status, metrics)
 
     def _recordable(self, e: Experiment, result: Any) -> dict:
         """The metrics to journal: whatever `run` returned, in a form JSON always takes.
@@ -432,6 +587,8 @@ class SweepRunner:
         line, tb = describe_error(exc)
         failures = self.failures.get(e.id, 0) + 1
         self.failures[e.id] = failures
+        for run in [r for r in self.running.values() if r.exp.id == e.id]:
+            self._drop_exchange(run)
         self._append(self.journal.failed(e.id, line, tb, wall=wall))
         if handle is not None:
             self._end(handle)
@@ -444,6 +601,7 @@ class SweepRunner:
         else:
             tries = f"after {failures} attempts" if failures > 1 else "(retries: 0)"
             self.log(f"experiment {e.id} failed {tries}: {line}")
+            self._told(e, "failed", {})
 
     def _replan(self) -> None:
         """After a failure: if ranks died (ULFM reports them), fit concurrency to the ranks left
@@ -486,13 +644,28 @@ class SweepRunner:
                 self._failed(run.exp, run.attempt, exc, now - run.started, run.handle)
 
     def _fill(self) -> None:
-        while self.queue and len(self.running) < self.plan.concurrency:
+        while len(self.running) < self.plan.concurrency:
+            if not self.queue and self.search is not None:
+                asked = self.search.ask(self.journal)
+                if asked is not None:
+                    e, record = asked
+                    self._append(record)
+                    self.experiments.append(e)
+                    self.known.add(e.id)
+                    self.queue.append(e)
+            if not self.queue:
+                break
             self._start(self.queue.popleft())
 
     # -- the loop ---------------------------------------------------------------------------------
     def status(self) -> str:
         states = {i: s for i, s in fold(self.records).items() if i in self.known}
-        line = status_line(states, len(self.experiments), self.started_at, time.time(), self.config.metric,
+        try:
+            write_curves(self.journal.directory, self.records, self.experiments)
+        except OSError as exc:
+            self.warn(f"warning: {CURVES_CSV} not written: {exc}")
+        total = max(self.config.total, len(self.experiments))
+        line = status_line(states, total, self.started_at, time.time(), self.config.metric,
                            concurrency=self.plan.concurrency, name=self.config.name)
         return line + (f" | stopping ({self.stopped_by})" if self.stopped_by else "")
 
@@ -529,9 +702,15 @@ class SweepRunner:
             self._check_launcher()
             until = min([next_status, now + POLL_S, *(r.deadline for r in self.running.values() if r.deadline),
                          *([stop_at] if stop_at is not None else [])])
-            ready, _ = yrmpi.wait([r.ref for r in self.running.values()], wait_num=1,
-                                  timeout=max(until - now, 0.001))
-            for ref in ready:
+            refs = [r.ref for r in self.running.values()]
+            refs += [r.exchange for r in self.running.values() if r.exchange is not None]
+            ready, _ = yrmpi.wait(refs, wait_num=1, timeout=max(until - now, 0.001))
+            for ref in sorted(ready, key=lambda ref: ref.id not in self.exchanges):  # reports first
+                polled = self.exchanges.pop(ref.id, None)
+                if polled is not None:
+                    if polled.exchange is ref:
+                        self._exchanged(polled)
+                    continue
                 run = self.running.pop(ref.id, None)
                 if run is not None:
                     self._complete(run)
@@ -543,9 +722,10 @@ class SweepRunner:
                 next_status = now + interval
         reason = f"{self.stopped_by}: not finished within grace_period={self.config.grace_period:g} s"
         for run in list(self.running.values()):
+            self._drop_exchange(run)
             self._append(self.journal.interrupted(run.exp.id, reason=reason, wall=time.monotonic() - run.started))
             self._end(run.handle)
-        left = bool(self.running or self.queue)
+        left = bool(self.running or self.queue or (self.search is not None and self.search.left))
         self.running.clear()
         self.log(self.status())
         return left
@@ -555,6 +735,10 @@ class SweepRunner:
 def exit_code(config: SweepConfig, experiments: Sequence[Experiment], records: Sequence[dict]) -> int:
     """EXIT_OK when every experiment finished, EXIT_FAILED when the rest failed for good,
     EXIT_INTERRUPTED when some are still to run."""
+    if config.search:
+        experiments = experiments_of(config, records)
+        if len(experiments) < config.total:
+            return EXIT_INTERRUPTED
     states = fold(records)
     todo = resume_plan(experiments, states, config.retries)
     if todo:
@@ -569,13 +753,15 @@ def summarize(config: SweepConfig, experiments: Sequence[Experiment], out: Path,
     states = {i: s for i, s in fold(records).items() if i in known}
     _write_results(out, experiments, states, config.metric, name=config.name)
     png = plot(out, experiments, states, config.metric)
+    curves = write_curves(out, records, experiments)
+    curves_png = plot_curves(out, records, experiments, config.metric) if curves else None
     log("")
     log(report(out))
-    files = [out / RESULTS_CSV, out / SUMMARY_JSON, *([png] if png else [])]
+    files = [out / RESULTS_CSV, out / SUMMARY_JSON, *(f for f in (png, curves, curves_png) if f)]
     log("results: " + ", ".join(str(f) for f in files))
     code = exit_code(config, experiments, records)
     if code == EXIT_INTERRUPTED:
-        left = len(resume_plan(experiments, fold(records), config.retries))
+        left = work_left(config, experiments, resume_plan(experiments, fold(records), config.retries))
         log(f"stopped with {left} experiment{'s' if left != 1 else ''} left; run the same command again to "
             f"resume (exit code {EXIT_INTERRUPTED})")
     elif code == EXIT_FAILED:
@@ -612,7 +798,7 @@ def drive(opts: SweepOptions, stop: StopRequest | None = None) -> int:
     stop.install()
     try:
         config = load_config(opts)
-        experiments = expand(config)
+        experiments = sweep_experiments(config, fresh_requested(opts))
         lock = open_output(config, experiments, opts)
     except SweepConfigError as exc:
         print(exc, file=sys.stderr, flush=True)
@@ -638,12 +824,19 @@ def _drive(config: SweepConfig, experiments: list[Experiment], opts: SweepOption
     for warning in warnings:
         _warn(f"warning: {warning}")
     check_fingerprint(out, config.to_dict(), records)
+    if config.search:
+        from .search import OptunaSearch
+
+        experiments = experiments_of(config, records)
+        search = OptunaSearch(config, records)
+    else:
+        search = None
     states = fold(records)
     todo = resume_plan(experiments, states, config.retries)
     yrmpi.init()
     ranks = ranks_from_usage(yrmpi.resources())
     _check_rank_count(len(ranks) + 1, "the job")
-    plan = plan_capacity(config, ranks, len(todo))
+    plan = plan_capacity(config, ranks, max(work_left(config, experiments, todo), 1))
     creator = _supervisor_creator(config)
     known = {e.id for e in experiments}
     done = sum(1 for i, s in states.items() if i in known and s.status == "finished")
@@ -664,9 +857,10 @@ def _drive(config: SweepConfig, experiments: list[Experiment], opts: SweepOption
         st = states.get(e.id)
         if st is not None and st.status == "running":  # the previous run died with it running
             records.append(journal.interrupted(e.id, reason="the previous run ended without a result (killed?)"))
-    runner = SweepRunner(config, experiments, todo, plan, journal, records, stop, ranks=ranks, creator=creator)
+    runner = SweepRunner(config, experiments, todo, plan, journal, records, stop, ranks=ranks, creator=creator,
+                         search=search)
     runner.run()
-    return summarize(config, experiments, out, runner.records)
+    return summarize(config, runner.experiments, out, runner.records)
 
 
 def dry_run_ranks() -> int | None:

@@ -52,7 +52,7 @@ or position, and identical draws collapse into one experiment.
 Modules, lowest first (each imports only from those above it): ``errors`` (the problem
 format), ``targets`` (what an entry string points at), ``types`` (schema constants and the
 dataclasses), ``values``, ``yaml12`` (the YAML 1.2 loader), ``env``, ``overrides``, ``validate_params``, ``validation``,
-``entry``, ``expansion``, and ``loading`` on top.
+``trials`` (scheduler and search), ``entry``, ``expansion``, and ``loading`` on top.
 """
 
 from .entry import import_entry

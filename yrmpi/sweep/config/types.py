@@ -14,7 +14,7 @@ from .targets import find_entry_file, is_file_target, split_entry
 TOP_KEYS = (
     "name", "entry", "run", "init", "workers", "resources", "params", "samples", "seeds",
     "retries", "metric", "output", "max_concurrent", "grace_period", "status_interval",
-    "timeout",
+    "timeout", "scheduler", "search",
 )
 REQUIRED_KEYS = ("name", "entry", "run", "params")
 #: Distribution names accepted under a param.
@@ -134,8 +134,15 @@ class SweepConfig:
     grace_period: float = 30
     status_interval: float = 10
     timeout: float | None = None
+    scheduler: dict | None = None  # {type: median|asha, ...} (config/trials.py), None: no early stopping
+    search: dict | None = None  # {type: optuna, ...}, None: grid and random draws (expand)
     source: str = "<dict>"  # the YAML file (for messages); not part of to_dict()
     base_dir: str = "."  # folder file entries are resolved against first
+
+    @property
+    def total(self) -> int:
+        """Experiments of the sweep: the trials of a search, else grid x samples x seeds."""
+        return int(self.search["trials"]) if self.search else self.size
 
     @property
     def grid_size(self) -> int:
@@ -189,4 +196,6 @@ class SweepConfig:
             "grace_period": self.grace_period,
             "status_interval": self.status_interval,
             "timeout": self.timeout,
+            "scheduler": copy.deepcopy(self.scheduler),
+            "search": copy.deepcopy(self.search),
         }

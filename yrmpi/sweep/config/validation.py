@@ -10,6 +10,7 @@ from typing import Any
 
 from .errors import MISSING, Problems, describe, did_you_mean
 from .targets import split_entry
+from .trials import validate_scheduler, validate_search
 from .types import (
     DEFAULT_CPU,
     DEFAULT_MEMORY,
@@ -129,6 +130,10 @@ def validate_document(doc: dict, source: str, base_dir: str, p: Problems) -> Swe
     grace_period = v.number("grace_period", 30, 0, strict=False)
     status_interval = v.number("status_interval", 10, 0, strict=True)
     timeout = v.number("timeout", None, 0, strict=True, nullable=True)
+    scheduler = validate_scheduler(doc.get("scheduler"), metric, p)
+    search = validate_search(doc.get("search"), metric, p)
+    if search is not None and samples != 1:
+        p.add(("samples",), describe(samples), "1 with a search (the search draws the params)")
 
     if params is not None and seeds is not None:
         grid = math.prod(len(x.values) for x in params.values() if isinstance(x, Grid))
@@ -143,7 +148,8 @@ def validate_document(doc: dict, source: str, base_dir: str, p: Problems) -> Swe
         workers=workers, supervisor_resources=sup_res, worker_resources=wrk_res,
         samples=samples, seeds=tuple(seeds or (0,)), retries=retries, metric=metric,
         output=output, max_concurrent=max_concurrent, grace_period=grace_period,
-        status_interval=status_interval, timeout=timeout, source=source, base_dir=base_dir,
+        status_interval=status_interval, timeout=timeout, scheduler=scheduler, search=search,
+        source=source, base_dir=base_dir,
     )
 
 
