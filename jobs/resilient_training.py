@@ -55,20 +55,15 @@ class ResilientTrainer:
         w = np.zeros(FEATURES)
         step = 0  # the last completed step is step - 1: a failed step is redone from the same w
         while step < steps:
-            refs = [worker.gradient.invoke(w, step) for worker in self.workers]
-            grads, failed = [], []
-            for i, ref in enumerate(refs):
-                try:
-                    grads.append(yr.get(ref))
-                except yr.YRError as exc:
-                    if exc.code != 1007:  # a bug in the worker, not a death: let it propagate
-                        raise
-                    failed.append(i)
-            if failed:
-                for i in failed:
-                    print(f"worker {i} died at step {step}; replacing it and redoing the step")
-                    self.workers[i] = ShardWorker.invoke(i)
-                    self.restarts += 1
+            try:  # every worker's step; the first failure (the root cause) stops it at once
+                grads = yr.collective.call_all(self.workers, "gradient", w, step)
+            except yr.YRError as exc:
+                if exc.code != 1007:  # a bug in the worker, not a death: let it propagate
+                    raise
+                i = exc.failed_index
+                print(f"worker {i} died at step {step}; replacing it and redoing the step")
+                self.workers[i] = ShardWorker.invoke(i)
+                self.restarts += 1
                 continue
             w = w - lr * np.mean(grads, axis=0)
             step += 1

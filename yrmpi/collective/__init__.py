@@ -43,6 +43,8 @@ import numpy as np
 
 from ..core.errors import YRTypeError, YRValueError
 from ..core.messages import GroupCreate, GroupDestroy
+from ..core.refs import get as _get
+from ..core.refs import slot_of as _slot_of
 from ..transport.interrupt import Shield
 from . import membership as _membership
 from .algorithms import HEADER_BYTES as HEADER_BYTES
@@ -77,8 +79,8 @@ from .waiting import WIRE_S as WIRE_S
 
 __all__ = [
     "CollectiveError", "CollectiveMismatchError", "GroupChangedError", "GroupFailedError", "NotInGroupError",
-    "OPS", "allgather", "allreduce", "barrier", "broadcast", "comm", "create_group", "destroy_group", "rank",
-    "reduce_scatter", "set_fail_fast", "size",
+    "OPS", "allgather", "allreduce", "barrier", "broadcast", "call_all", "comm", "create_group", "destroy_group",
+    "rank", "reduce_scatter", "set_fail_fast", "size",
 ]
 
 # -- allreduce --------------------------------------------------------------------------------
@@ -191,6 +193,30 @@ def set_fail_fast(enabled: bool, group: str | None = None) -> None:
         raise YRTypeError(f"set_fail_fast takes a bool, got {enabled!r}")
     coll, inst, gid = member_context(group, "set_fail_fast")
     coll.set_fail_fast(inst, gid, enabled)
+
+
+def call_all(handles: Sequence[Any], method: str, *args: Any, timeout: float = -1, **kwargs: Any) -> list:
+    """The supervisor's step: call `method(*args, **kwargs)` on every handle (the members of a
+    group, in group order) and return their values in order, or stop at the first failure.
+
+    The error raised is the root cause, the failure that reached this rank first (see `yr.get`),
+    with `.failed_index`, the position of the member whose call it was, and `.consequences`,
+    the failures it caused that had arrived by then (members released with GroupFailedError).
+    The other calls are not waited for; with fail-fast groups (the default) the others' calls
+    end within milliseconds, so the supervisor can replace that member (or call again) and go on.
+    """
+    refs = [getattr(handle, method).invoke(*args, **kwargs) for handle in handles]
+    try:
+        return _get(refs, timeout=timeout)
+    except BaseException as exc:
+        for i, ref in enumerate(refs):
+            if _slot_of(ref).error is exc:
+                try:
+                    exc.failed_index = i
+                except Exception:
+                    pass
+                break
+        raise
 
 
 # -- explicit groups --------------------------------------------------------------------------
