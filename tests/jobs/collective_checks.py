@@ -369,7 +369,7 @@ class StepSupervisor:
         except RuntimeError:
             pass
         time.sleep(0.5)
-        waiting = yr.wait(refs[:2], timeout=0.01)[1]
+        waiting = yr.wait(refs[:2], wait_num=2, timeout=0.01)[1]
         again = self.workers[2].step.invoke()  # the owner re-runs the failed member's step
         return len(waiting), yr.get(refs[:2] + [again], timeout=20)
 
