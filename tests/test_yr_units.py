@@ -344,3 +344,34 @@ def test_function_groups_of_a_class_and_of_a_function(world):
     with pytest.raises(ValueError, match="divisible"):
         yr.fcc.create_function_group(Box, args=(), group_size=3, options=opts)
     assert yr.fcc.get_function_group_context().world_size == 0
+
+
+SDK_NAMESPACE = [  # the SDK's `yr.__all__`, and the names its docs import from `yr` besides
+    "init", "finalize", "Config", "UserTLSConfig", "put", "get", "wait", "cancel", "invoke", "instance", "method",
+    "InvokeOptions", "exit", "ProducerConfig", "SubscriptionConfig", "Element", "create_stream_producer",
+    "create_stream_consumer", "delete_stream", "Context", "Function", "GetParam", "GetParams", "Affinity",
+    "AffinityType", "AffinityKind", "AffinityScope", "LabelOperator", "OperatorType", "kv_read", "kv_write", "kv_set",
+    "kv_get", "kv_get_with_param", "kv_del", "kv_m_write_tx", "ExistenceOpt", "WriteMode", "CacheType", "SetParam",
+    "MSetParam", "CreateParam", "ConsistencyType", "save_state", "load_state", "get_instance", "is_initialized",
+    "query_global_producers_num", "query_global_consumers_num", "Gauge", "Alarm", "java_instance_class",
+    "go_instance_class", "create_function_group", "AlarmSeverity", "AlarmInfo", "UInt64Counter", "DoubleCounter",
+    "FunctionGroupOptions", "SchedulingAffinityType", "FunctionGroupContext", "ServerInfo", "DeviceInfo",
+    "get_function_group_context", "create_resource_group", "remove_resource_group", "ResourceGroup", "FunctionProxy",
+    "InstanceCreator", "InstanceProxy", "MethodProxy", "FunctionGroupHandler", "FunctionGroupMethodProxy",
+    "get_node_ip_address", "list_named_instances", "Group", "GroupOptions", "kv_write_with_param", "cpp_function",
+    "java_function", "go_function", "cpp_instance_class", "resources", "ResourceGroupOptions", "fcc",
+]
+
+
+def test_every_name_of_the_sdk_namespace_imports():
+    assert [name for name in SDK_NAMESPACE if not hasattr(yr, name)] == []
+    with pytest.raises(RuntimeError, match="out of scope"):
+        yr.create_stream_producer("s")
+    yr.Gauge("g").set(1)  # metrics: accepted and ignored
+
+
+def test_the_docs_table_names_every_sdk_name():
+    from pathlib import Path
+
+    table = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text().split("## yr API -> yrmpi")[1]
+    assert [name for name in SDK_NAMESPACE if f"`{name}`" not in table] == []

@@ -72,6 +72,34 @@ from .api.kv import (
     load_state,
     save_state,
 )
+from .api.unsupported import (
+    Alarm,
+    AlarmInfo,
+    AlarmSeverity,
+    Context,
+    DeviceInfo,
+    DoubleCounter,
+    Element,
+    Function,
+    Gauge,
+    ProducerConfig,
+    SchedulingAffinityType,
+    ServerInfo,
+    SubscriptionConfig,
+    UInt64Counter,
+    UserTLSConfig,
+    cpp_function,
+    cpp_instance_class,
+    create_stream_consumer,
+    create_stream_producer,
+    delete_stream,
+    go_function,
+    go_instance_class,
+    java_function,
+    java_instance_class,
+    query_global_consumers_num,
+    query_global_producers_num,
+)
 from .core.affinity import Affinity, AffinityKind, AffinityScope, AffinityType, LabelOperator, OperatorType
 from .core.errors import (
     CancelError,
@@ -103,4 +131,10 @@ __all__ = [
     "FunctionGroupOptions", "Group", "GroupOptions", "ResourceGroup", "ResourceGroupOptions",
     "create_resource_group", "remove_resource_group", "fcc", "FunctionGroupContext", "FunctionGroupHandler",
     "FunctionGroupMethodProxy", "create_function_group", "get_function_group_context",
+    # accepted and ignored (metrics, TLS, device info), or out of scope with a clear error at use
+    "Alarm", "AlarmInfo", "AlarmSeverity", "Context", "DeviceInfo", "DoubleCounter", "Element", "Function", "Gauge",
+    "ProducerConfig", "SchedulingAffinityType", "ServerInfo", "SubscriptionConfig", "UInt64Counter", "UserTLSConfig",
+    "cpp_function", "cpp_instance_class", "create_stream_consumer", "create_stream_producer", "delete_stream",
+    "go_function", "go_instance_class", "java_function", "java_instance_class", "query_global_consumers_num",
+    "query_global_producers_num",
 ]
