@@ -222,3 +222,38 @@ def test_a_trial_outside_a_sweep_says_so() -> None:
         Trial(id="x", seed=0, workers=0).report({"loss": 1.0})
     assert Trial(id="x", seed=0, workers=0).restore() == (None, None)
     assert issubclass(TrialStopped, Exception)
+
+
+WORKER_ENTRY = '''
+import yr
+
+
+@yr.instance
+class W:
+    def go(self, trial):
+        for step in range(1, 4):
+            trial.report({"loss": 1.0 / step}, step=step)
+        return 1
+
+
+class S:
+    def run(self, params, trial):
+        w = W.options(trial.worker_options).invoke()
+        yr.get(w.go.invoke(trial), timeout=60)
+        return {"done": True}
+'''
+
+
+def test_a_worker_given_the_trial_reports_through_its_supervisor(tmp_path: Path) -> None:
+    (tmp_path / "w.py").write_text(WORKER_ENTRY)
+    doc = {"name": "wr", "entry": "w.py:S", "run": "run", "workers": 1,
+           "resources": {"supervisor": {"cpu": 100, "memory": 100}, "worker": {"cpu": 500, "memory": 100}},
+           "params": {"x": [1, 2]}, "metric": {"name": "loss", "mode": "min"}, "output": str(tmp_path / "out")}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    done = run_yrmpi(["sweep", str(path)])
+    assert done.returncode == 0, done.stdout + done.stderr
+    records = journal(tmp_path / "out")
+    assert Counter(r["exp"] for r in records if r["event"] == "report") == Counter(
+        {r["id"]: 3 for r in results_rows(tmp_path / "out")})
+    assert {float(r["metric.loss"]) for r in results_rows(tmp_path / "out")} == {1 / 3}  # last report + run's dict
