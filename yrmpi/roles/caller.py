@@ -80,6 +80,7 @@ class InstanceState:
     forward: InstanceState | None = None  # a shared named instance: the state this rank had first
     recover: int = 0  # recover_retry_times: calls in flight when its rank dies are sent again
     create: Any = None  # the Create message not sent yet (deferred: a yr.Group member)
+    env: dict | None = None  # environment while its code runs: Config.custom_envs, the creator's, env_vars
     on_end: list | None = None  # callbacks(state) when it ends (yr.Group's shared fate)
 
 
@@ -161,6 +162,10 @@ class Caller:
         state = InstanceState(iid, label, methods, owned_here=True, oneshot=oneshot, detached=opts.detached,
                               owner_rank=here.rank, recover=opts.recover_retry_times)
         state.init = (cls, cls_key, init_blob, opts, owner)
+        env = here.settings.get("custom_envs")
+        inherited = getattr(here.current_instance(), "env", None)  # created inside an instance: its env too
+        if env or inherited or opts.env_vars:
+            state.env = {**(env or {}), **(inherited or {}), **opts.env_vars}
         state.pending.append(CONSTRUCT)
         self.instances[iid] = state
         spec = CreateSpec(
@@ -266,9 +271,8 @@ class Caller:
             self._shipped.add((rank, cls_key))
         options = {"concurrency": opts.concurrency, "recover": opts.recover_retry_times,
                    "oneshot": state.oneshot, "label": state.cls_name}
-        env = self.here.settings.get("custom_envs")
-        if env or opts.env_vars:
-            options["env"] = {**(env or {}), **opts.env_vars}
+        if state.env:
+            options["env"] = state.env
         self.here.send(rank, Construct(state.iid, owner, self.here.rank, cls_key, blob, init_blob, options))
 
     def on_create_failed(self, iid: int, code: int, message: str, kind: str) -> None:
