@@ -9,7 +9,9 @@ objective with a known optimum: ``loss(lr, epoch) = (log10(lr) + 1.5)**2 + 1 / e
 
 Measured for both, from the journal (yrmpi) or the results (Ray): the wall time from the first
 experiment's start to the end of the experiment that turned out best, and the experiment-
-seconds used (the sum of every experiment's wall time, stopped ones included).  Ratios are
+seconds used (the sum of every experiment's wall time, stopped ones included: yrmpi's from
+the journal's ``wall``, which includes creating the supervisor; Ray's ``time_total_s``, which
+counts only the trainable's own time, and whole-second ``timestamp`` s for the time to best).  Ratios are
 yrmpi / Ray (< 1: yrmpi used less).  The draws differ (each tool's own random stream), so the
 ratios compare how each runs the same policy, not the luck of the draws; Ray Tune is the
 ``bench`` extra and is skipped with a note when it is not installed.
@@ -90,8 +92,12 @@ def run_ray(samples: int) -> dict:
     try:
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=MAX_T, grace_period=GRACE,
                                   reduction_factor=RF)
+        run_config = getattr(tune, "RunConfig", None)
+        if run_config is None:
+            from ray.train import RunConfig as run_config
         tuner = tune.Tuner(tune.with_resources(trainable, {"cpu": 1}),
                            param_space={"lr": tune.loguniform(LOW, HIGH)},
+                           run_config=run_config(verbose=0),
                            tune_config=tune.TuneConfig(metric="loss", mode="min", scheduler=scheduler,
                                                        num_samples=samples, max_concurrent_trials=CONCURRENT))
         results = tuner.fit()
