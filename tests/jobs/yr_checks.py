@@ -61,6 +61,11 @@ def env_of(name):
     return os.environ.get(name)
 
 
+@yr.invoke
+def env_plain(name):
+    return os.environ.get(name)
+
+
 @yr.instance
 class Counter:
     def __init__(self, start=0, delay=0.0):
@@ -249,7 +254,7 @@ def invoke_options_by_attribute():
     iid = yr.get(c.env.invoke("INSTANCE_ID"))
     assert iid == c.instance_id, (iid, c.instance_id)
     assert os.environ.get("YR_CHECK_ENV") is None
-    assert yr.get(env_of.invoke("YR_CHECK_ENV")) is None, "env_vars leaked to a call without them"
+    assert yr.get(env_plain.invoke("YR_CHECK_ENV")) is None, "env_vars leaked to a call without them"
     c.terminate()
 
 
@@ -333,12 +338,19 @@ def handles_refs_and_node():
     ref = fails.invoke()
     yr.wait(ref)
     assert ref.is_exception()
+    assert yr.ObjectRef(f"{ref.id:x}") is ref, "ObjectRef(object_id) gives this rank's ref of that id"
     assert not leaf.invoke(1).is_exception()
     assert isinstance(yr.get_node_ip_address(), str)
     nodes = yr.resources()
     assert {"id", "capacity", "allocatable", "status"} <= set(nodes[0]) and nodes["total"]["cpu_total"] > 0
     c.terminate(is_sync=True)
     assert not c.is_activate()
+
+
+@yr.invoke
+async def async_function(x):
+    await asyncio.sleep(0.01)
+    return x + 1
 
 
 @check
@@ -349,6 +361,7 @@ def async_instances():
     assert yr.get(refs) == [0, 2, 4, 6, 8]
     assert time.monotonic() - t0 < 0.9, "async methods did not run concurrently"
     assert yr.get(w.await_ref.invoke([leaf.invoke(4)])) == 41
+    assert yr.get(async_function.invoke(1)) == 2
 
 
 def main() -> None:

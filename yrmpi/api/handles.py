@@ -57,7 +57,12 @@ class _Task:
         self.fn = fn
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
-        return self.fn(*args, **kwargs)
+        value = self.fn(*args, **kwargs)
+        if inspect.iscoroutine(value):  # `@yr.invoke async def`: run it to its end here
+            import asyncio
+
+            value = asyncio.run(value)
+        return value
 
 
 class FunctionProxy:
