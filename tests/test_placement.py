@@ -170,8 +170,69 @@ def test_pack_keeps_group_on_one_node_then_spills():
 def test_pack_new_group_goes_to_node_with_most_free_cpu():
     p = pool(nodes=3, per_node=2)
     p.place(Demand(cpu=1000, memory=0), group="a")  # node n0 busier
-    r = p.place(Demand(cpu=100, memory=0), group="b")
+    r = p.place(Demand(cpu=1000, memory=0), group="b")
     assert p.node_of(r) != "n0"
+
+
+# ----------------------------------------------------------------- small instances (supervisors)
+
+
+def driver_layout(nodes: int, per_node: int) -> Placement:
+    """`mpiexec --host n0:P,n1:P,...`: rank 0 (the driver) takes a slot of n0, so n0 has one
+    host rank fewer than the other nodes."""
+    return Placement([RankCapacity(rank, f"n{rank // per_node}", 1000, 4000, {})
+                      for rank in range(1, nodes * per_node)])
+
+
+def tree(p: Placement, supervisors: int, workers: int) -> tuple[list[str], list[list[str]]]:
+    """The driver creates the supervisors (cpu=100, its own group), then each creates its
+    workers (cpu=1000, one group per supervisor): the nodes of each."""
+    sups = [p.place(Demand(cpu=100, memory=100), group="driver") for _ in range(supervisors)]
+    assert None not in sups
+    groups = []
+    for i in range(supervisors):
+        ranks = [p.place(Demand(cpu=1000, memory=500), group=("sup", i)) for _ in range(workers)]
+        assert None not in ranks
+        groups.append([p.node_of(r) for r in ranks])
+    return [p.node_of(r) for r in sups], groups
+
+
+def test_pack_keeps_each_supervisors_workers_on_one_node_3_nodes():
+    """The issue's reproduction: 3 nodes x 4 ranks, 2 supervisors x 4 workers. Supervisors on
+    a node each broke a whole rank of two nodes (workers C,C,C,C and A,A,A,B); together on the
+    driver's node they leave two nodes whole."""
+    sups, groups = tree(driver_layout(3, 4), 2, 4)
+    assert sups == ["n0", "n0"]
+    assert [len(set(g)) for g in groups] == [1, 1] and groups[0][0] != groups[1][0]
+
+
+@pytest.mark.parametrize("per_node", [4, 5])
+def test_pack_keeps_each_supervisors_workers_on_one_node_2_nodes(per_node):
+    """The seed tree (2 supervisors x 3 workers) on 2 nodes: with 4 ranks a node (7 host ranks)
+    the supervisors share a rank of the node that has one to spare."""
+    sups, groups = tree(driver_layout(2, per_node), 2, 3)
+    assert len(set(sups)) == 1
+    assert [len(set(g)) for g in groups] == [1, 1] and groups[0][0] != groups[1][0]
+
+
+def test_pack_keeps_each_supervisors_workers_on_one_node_100_nodes():
+    """100 nodes x 4 ranks, 30 supervisors x 4 workers: the supervisors fill the driver's node
+    (10 to a rank), every group gets a node of its own."""
+    p = driver_layout(100, 4)
+    sups, groups = tree(p, 30, 4)
+    assert set(sups) == {"n0"}
+    assert all(len(set(g)) == 1 for g in groups)
+    assert len({g[0] for g in groups}) == 30
+
+
+def test_small_instances_fill_ranks_in_use_first():
+    p = pool(nodes=2, per_node=2)
+    big = p.place(Demand(cpu=800, memory=0), group="a")  # 200 left on that rank
+    assert p.place(Demand(cpu=200, memory=0), group="b") == big  # best fit, across groups
+    small = p.place(Demand(cpu=100, memory=0), group="c")  # opens a rank: the next ones share it
+    assert small != big and p.place(Demand(cpu=100, memory=0), group="d") == small
+    # A demand over a quarter of a rank is not "small": a new group takes the roomiest node.
+    assert p.node_of(p.place(Demand(cpu=500, memory=0), group="e")) != p.node_of(big)
 
 
 def test_pack_group_prefers_its_node_even_if_busier():

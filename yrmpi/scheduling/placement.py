@@ -15,6 +15,13 @@ nodes ordered by free cpu (rejecting a node in O(1) when its roomiest rank is
 too small), and inside a node bisects a list of ranks sorted by free cpu.  That
 is about O(nodes + ranks-per-node) in the worst case and O(log) when the first
 candidate fits, never a scan over every rank.
+
+Small instances (a quarter of a rank or less: supervisors at ``cpu=100``) are
+packed apart from that walk, so they do not break the whole ranks that groups of
+one-rank workers need on one node: first onto a rank already in use (best fit
+over every node, a bisection), else onto the node where taking one empty rank
+keeps the most nodes at the largest number of empty ranks (an O(nodes) count,
+once per rank the small instances open).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ __all__ = ["POLICIES", "Demand", "Placement", "RankCapacity"]
 POLICIES = ("pack", "spread")
 
 _SCALE = 1_000_000  # custom resources are stored as integer micro-units
+SMALL_FRACTION = 4  # a demand of at most 1/SMALL_FRACTION of the largest rank's cpu is "small"
 
 # Hints appended to "cannot ever fit" messages; they name the knobs a user turns.
 CPU_HINT = (
@@ -139,7 +147,7 @@ class _Rank:
 
 
 class _Node:
-    __slots__ = ("name", "index", "key", "by_free", "cpu_free", "memory_free", "custom_free")
+    __slots__ = ("name", "index", "key", "by_free", "cpu_free", "memory_free", "custom_free", "empty")
 
     def __init__(self, name: str, index: int) -> None:
         self.name = name
@@ -149,6 +157,7 @@ class _Node:
         self.cpu_free = 0
         self.memory_free = 0
         self.custom_free: dict[str, int] = {}
+        self.empty = 0  # live ranks with nothing reserved on their cpu
 
     def may_fit(self, cpu: int, memory: int, units: tuple[tuple[str, int], ...]) -> bool:
         """Cheap necessary condition: roomiest rank has the cpu, node sums cover the rest."""
@@ -187,6 +196,9 @@ class Placement:
         self._order: list[tuple[int, int]] = []
         self._group_nodes: dict[Hashable, dict[_Node, int]] = {}
         self._explain_cache: dict[Demand, str | None] = {}
+        # Sorted (cpu_free, rank) of live ranks in use but not full: where small demands go first.
+        self._partial: list[tuple[int, int]] = []
+        self._max_cpu = 0
         for cap in ranks:
             if cap.rank in self._ranks:
                 raise ValueError(f"rank {cap.rank} declared twice")
@@ -200,6 +212,8 @@ class Placement:
             r = _Rank(cap, node)
             self._ranks[cap.rank] = r
             node.by_free.append((r.cpu_free, r.rank))
+            node.empty += 1
+            self._max_cpu = max(self._max_cpu, r.cpu_total)
             node.cpu_free += r.cpu_free
             node.memory_free += r.memory_free
             for name, amount in r.custom_free.items():
@@ -420,6 +434,7 @@ class Placement:
         node = r.node
         lst = node.by_free
         del lst[bisect_left(lst, (r.cpu_free, r.rank))]
+        self._unmark(r)
         node.memory_free -= r.memory_free
         for name, amount in r.custom_free.items():
             node.custom_free[name] -= amount
@@ -476,6 +491,10 @@ class Placement:
                         r = self._best_fit(node, demand, units)
                         if r is not None:
                             return r
+        if 0 < cpu and cpu * SMALL_FRACTION <= self._max_cpu:
+            r = self._pack_small(demand, units)
+            if r is not None:
+                return r
         nodes = self._node_list
         for _, neg_index in reversed(self._order):
             node = nodes[-neg_index]
@@ -485,6 +504,53 @@ class Placement:
             if r is not None:
                 return r
         return None
+
+    def _pack_small(self, demand: Demand, units: tuple) -> _Rank | None:
+        """A small demand: onto a rank already in use (least cpu left over), else onto an empty
+        rank of the node whose loss of it costs the fewest whole-node groups."""
+        ranks, partial, memory = self._ranks, self._partial, demand.memory
+        for i in range(bisect_left(partial, (demand.cpu,)), len(partial)):
+            r = ranks[partial[i][1]]
+            if _rank_fits(r, memory, units):
+                return r
+        live = [n for n in self._node_list if n.by_free]
+        if not live:
+            return None
+        counts = sorted((n.empty for n in live), reverse=True)
+        top = counts[0]
+        at_top = counts.count(top)
+        second = counts[at_top] if at_top < len(counts) else -1
+
+        def score(node: _Node) -> tuple[int, int, int, int]:
+            """(nodes left at the largest empty count, that count, fewest empty, lowest index)."""
+            if node.empty < top:
+                kept, level = at_top, top
+            elif at_top > 1:
+                kept, level = at_top - 1, top
+            else:
+                level = max(top - 1, second)
+                kept = 1 + (counts.count(level) if level == second else 0)
+            return kept, level, -node.empty, -node.index
+
+        for node in sorted((n for n in live if n.empty and n.may_fit(demand.cpu, memory, units)),
+                           key=score, reverse=True):
+            r = self._best_fit(node, demand, units)
+            if r is not None:
+                return r
+        return None
+
+    def _mark(self, r: _Rank) -> None:
+        """Index a live rank by its use: empty (counted per node) or partly used (`_partial`)."""
+        if r.cpu_free == r.cpu_total:
+            r.node.empty += 1
+        elif r.cpu_free > 0:
+            insort(self._partial, (r.cpu_free, r.rank))
+
+    def _unmark(self, r: _Rank) -> None:
+        if r.cpu_free == r.cpu_total:
+            r.node.empty -= 1
+        elif r.cpu_free > 0:
+            del self._partial[bisect_left(self._partial, (r.cpu_free, r.rank))]
 
     def _find_spread(self, demand: Demand, group: Hashable | None) -> _Rank | None:
         units = demand._units  # type: ignore[attr-defined]
@@ -525,7 +591,9 @@ class Placement:
         if cpu:
             lst = node.by_free
             del lst[bisect_left(lst, (r.cpu_free, r.rank))]
+            self._unmark(r)
             r.cpu_free += cpu
+            self._mark(r)
             insort(lst, (r.cpu_free, r.rank))
             self._set_node_cpu(node, node.cpu_free + cpu)
         memory = sign * demand.memory
