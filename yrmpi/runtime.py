@@ -35,6 +35,7 @@ from .roles.objects import Objects
 from .roles.output import install_prefixing
 from .scheduling.groups import GroupRegistry
 from .scheduling.kv import KvStore
+from .scheduling.liveness import Liveness
 from .scheduling.placement import Demand, Placement, RankCapacity
 from .scheduling.scheduler import Scheduler
 from .transport.interrupt import InstanceTornDown, Shield
@@ -80,10 +81,11 @@ class Roles:
     scheduler: Scheduler | None
     groups: GroupRegistry | None
     kv: KvStore | None = None  # rank 0: the job's key-value store (yr.kv_*)
+    liveness: Liveness | None = None  # every rank: hung-rank detection (beats on hosts, the watch on rank 0)
 
     def handlers(self) -> dict[type, Callable[..., None]]:
         table: dict[type, Callable[..., None]] = {}
-        for role in (self.objects, self.caller, self.host, self.scheduler, self.groups, self.kv):
+        for role in (self.objects, self.caller, self.host, self.scheduler, self.groups, self.kv, self.liveness):
             if role is not None:
                 table.update(role.handlers())
         return table
@@ -102,7 +104,11 @@ def build_roles(here: Any, on_created: Callable[[int | None, str, int], None]) -
         scheduler.watchers.append(groups)  # records added, ended, restarted change groups
     host = Host(here) if here.rank != 0 else None
     kv = KvStore(here) if here.rank == 0 else None
-    return Roles(Objects(here), caller, host, scheduler, groups, kv)
+    # Hosts holding instances beat; rank 0 watches the ranks it placed instances on.
+    liveness = Liveness(here, None if host is None else (lambda: bool(host.instances)),
+                        None if scheduler is None else (
+                            lambda: {rec.rank for rec in scheduler.records.values() if rec.state == "placed"}))
+    return Roles(Objects(here), caller, host, scheduler, groups, kv, liveness)
 
 
 class Runtime:
@@ -125,6 +131,7 @@ class Runtime:
         self.roles = roles = build_roles(self, self.collectives.created)
         self.objects, self.caller, self.host = roles.objects, roles.caller, roles.host
         self.scheduler, self.groups = roles.scheduler, roles.groups
+        roles.liveness.mark_failed = self.wire.failed.update  # a rank declared hung gets no more sends
         self.progress = Progress(self.wire.receive, self.dispatch, self._tick)
         self._handlers = self._handler_table()
 
@@ -221,6 +228,7 @@ class Runtime:
     def _tick(self, now: float) -> None:
         if self.caller.dropped:
             self.caller.end_dropped()
+        self.roles.liveness.tick(now)
         if self.scheduler is not None:
             self.scheduler.tick(now)
             self.roles.kv.tick(now)

@@ -461,3 +461,23 @@ def wire_form(msg: tuple) -> tuple:
 
 def name_of(code: int) -> str:
     return TYPES[code].__name__ if 0 <= code < len(TYPES) else f"unknown message {code}"
+
+
+# -- liveness (scheduling/liveness.py) --------------------------------------------------------------
+
+
+class Alive(NamedTuple):
+    """host -> rank 0, every 2 s while the host holds instances: it is not stopped or cut off."""
+
+    rank: int
+
+
+class RanksUnresponsive(NamedTuple):
+    """rank 0 -> every other live rank: these ranks sent nothing for YRMPI_LIVENESS_S; handle
+    them as dead (RanksFailed) and never send to them again."""
+
+    ranks: list
+
+
+TYPES = (*TYPES, Alive, RanksUnresponsive)
+CODES = {cls: code for code, cls in enumerate(TYPES)}
