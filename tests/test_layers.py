@@ -19,6 +19,7 @@ LAYERS = [
     ("yrmpi.cli",),  # dispatches the subcommands
     ("yrmpi.slurm",),
     ("yrmpi.sweep",),
+    ("yrmpi.ray",),  # Ray Core over the public API (import yrmpi.ray as ray)
     ("yrmpi",),  # the package's public face (yrmpi/__init__.py): what job code imports
     ("yrmpi.api",),
     ("yrmpi.launch",),

@@ -1,0 +1,5 @@
+"""`ray.data` is out of scope in yrmpi.ray (docs/ray.md says why and what to use instead)."""
+
+from ._scope import OUT_OF_SCOPE
+
+raise ImportError(f"ray.data: {OUT_OF_SCOPE['data']} (see docs/ray.md)")

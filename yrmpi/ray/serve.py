@@ -1,0 +1,5 @@
+"""`ray.serve` is out of scope in yrmpi.ray (docs/ray.md says why and what to use instead)."""
+
+from ._scope import OUT_OF_SCOPE
+
+raise ImportError(f"ray.serve: {OUT_OF_SCOPE['serve']} (see docs/ray.md)")

@@ -1,0 +1,5 @@
+"""`ray.train` is out of scope in yrmpi.ray (docs/ray.md says why and what to use instead)."""
+
+from ._scope import OUT_OF_SCOPE
+
+raise ImportError(f"ray.train: {OUT_OF_SCOPE['train']} (see docs/ray.md)")
