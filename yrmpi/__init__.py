@@ -6,6 +6,10 @@ Rank 0 runs the driver script; the other ranks host instances. `import yrmpi as 
 
 import os as _os
 
+from .core import startup as _startup
+
+_startup.hold_stop_signals()  # first: a stop signal while the `yrmpi` command imports is held, not fatal
+
 from . import collective
 
 if _os.environ.get("OMPI_MCA_mpi_ft_enable") == "1":

@@ -7,6 +7,8 @@ import functools
 import os
 import subprocess
 
+from ..core.startup import LAUNCHER_VARS, under_mpi
+
 __all__ = [
     "ALLOCATION_HOSTS", "EXIT_CODES", "EXIT_CONFIG", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_LOST", "EXIT_OK",
     "EXIT_OUTPUT", "LAUNCHER_VARS", "RANK_VARS", "flavor", "launcher_rank",
@@ -34,18 +36,10 @@ EXIT_CODES = {
     EXIT_INTERRUPTED: "stopped with work left (signal, lost ranks); rerun to resume",
 }
 
-# Set by the launchers people use: Open MPI, MPICH/Hydra, PMIx (srun --mpi=pmix), Slurm steps.
-LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK", "PMI_FD",
-                 "SLURM_STEP_ID", "YRMPI_LAUNCHED")
 # This process's rank, in the order asked: Open MPI, PMIx, PMI-1/2 (MPICH/Hydra), a Slurm task.
 RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID")
 # Host lists of batch systems whose allocations may span nodes (PBS, LSF).
 ALLOCATION_HOSTS = ("PBS_NODEFILE", "LSB_HOSTS", "LSB_MCPU_HOSTS")
-
-
-def under_mpi() -> bool:
-    """True when this process was started by an MPI launcher (or srun)."""
-    return any(os.environ.get(name) for name in LAUNCHER_VARS)
 
 
 def launcher_rank() -> int:

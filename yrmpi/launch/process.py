@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..core.errors import YRRuntimeError
+from ..core.startup import held_signals
 from .completion import RESULT_VAR, read_record, record_path
-from .environment import EXIT_LOST, flavor
+from .environment import EXIT_INTERRUPTED, EXIT_LOST, flavor
 from .mpiexec import command
 from .state_dirs import private_state_dirs, single_node
 
@@ -70,6 +71,10 @@ def run(cmd: list[str], translate: Mapping[int, int] | None = None) -> int:
     answering) is ended after EXIT_GRACE_S. A multi-node Open MPI launch passes the job's
     variables to remote ranks (`forward_flags`).
     """
+    if held_signals():  # stopped while this command started up: nothing has run
+        log.warning("stopped by %s before the job started; nothing ran; exit code %d (rerun to start)",
+                    signal.Signals(held_signals()[0]).name, EXIT_INTERRUPTED)
+        return EXIT_INTERRUPTED
     env = launch_env()
     openmpi = flavor(cmd[0]) == "openmpi"
     local = single_node(cmd, env)
@@ -89,6 +94,8 @@ def run(cmd: list[str], translate: Mapping[int, int] | None = None) -> int:
 
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(sig, forward)
+        for signum in held_signals():  # held after the check above, before the handlers: pass them on
+            forward(signum, None)
         rc = _wait(proc, result if expect else None)
         code = read_record(result) if expect else None
     rc = 128 - rc if rc < 0 else rc
@@ -96,8 +103,10 @@ def run(cmd: list[str], translate: Mapping[int, int] | None = None) -> int:
         if code is not None and code != rc:
             log.debug("yrmpi: the driver ended with %d, mpiexec with %d", code, rc)
         return rc if code is None else code
-    if signalled:  # stopped on request: mpiexec's code says how
-        return rc
+    if signalled:  # stopped on request before the driver finished: work is left, whatever mpiexec said
+        log.warning("stopped by %s before the driver finished (mpiexec exited with %d); exit code %d: "
+                    "rerun to resume", signal.Signals(signalled[0]).name, rc, EXIT_INTERRUPTED)
+        return EXIT_INTERRUPTED
     print(f"yrmpi: the job was lost before the driver finished: mpiexec exited with code {rc} and rank 0 "
           f"recorded no result (a node or rank 0 died, or MPI ended the job; see above); exit code {EXIT_LOST}",
           file=sys.stderr, flush=True)
