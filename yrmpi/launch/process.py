@@ -27,6 +27,9 @@ log = logging.getLogger("yrmpi")
 # OMPI_* and PMIX_* by itself): the job's settings, the import path, the allocator tuning below.
 FORWARD_PREFIXES = ("YRMPI_", "MALLOC_")
 FORWARD_NAMES = ("PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONHASHSEED")
+# Open MPI's byte transports for a one-node job: itself and shared memory, no TCP (whose
+# transport makes every rank listen on all interfaces). A value the user set wins.
+ONE_NODE_BTL = "self,sm"
 # After the driver has finished, how long mpiexec gets to end the job by itself (YRMPI_EXIT_GRACE_S)
 # before the launcher ends it: ranks on a node that stopped answering never exit.
 EXIT_GRACE_S = 15.0
@@ -79,6 +82,8 @@ def run(cmd: list[str], translate: Mapping[int, int] | None = None) -> int:
     openmpi = flavor(cmd[0]) == "openmpi"
     local = single_node(cmd, env)
     expect = _runs_yrmpi(cmd)
+    if openmpi and local:  # shared memory only: the ranks of a one-node job open no listening socket
+        env.setdefault("OMPI_MCA_btl", ONE_NODE_BTL)
     with private_state_dirs(env, openmpi and local), record_path(env, not local) as result:
         if not expect:
             env.pop(RESULT_VAR, None)

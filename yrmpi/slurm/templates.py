@@ -50,6 +50,7 @@ if ((${SLURM_JOB_NUM_NODES:-1} == 1)); then
     shm=$(mktemp -d "/dev/shm/yrmpi-launch-$$-XXXXXX" 2>/dev/null || echo "$private")
     export PRTE_MCA_prte_tmpdir_base=${PRTE_MCA_prte_tmpdir_base:-$private}
     export OMPI_MCA_btl_sm_backing_directory=${OMPI_MCA_btl_sm_backing_directory:-$shm}
+    export OMPI_MCA_btl=${OMPI_MCA_btl:-self,sm}  # shared memory only: no rank listens on a TCP port
 fi
 YRMPI_SLURM_RUN=$run_id "${launch[@]}" &
 child=$!
