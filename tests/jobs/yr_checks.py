@@ -62,6 +62,11 @@ def env_of(name):
 
 
 @yr.invoke
+def value_of_id(hex_id):
+    return yr.get(yr.ObjectRef(hex_id))
+
+
+@yr.invoke
 def env_plain(name):
     return os.environ.get(name)
 
@@ -116,11 +121,15 @@ class AsyncWorker:
 
 @yr.instance
 class Member:
+    def __init__(self):
+        self.born_as = yr.fcc.get_function_group_context().rank_id
+
     def reduce(self, x):
         import numpy as np
 
         ctx = yr.fcc.get_function_group_context()
         total = yr.collective.allreduce(np.array([float(x)]))
+        assert ctx.rank_id == self.born_as
         return ctx.rank_id, ctx.world_size, float(total[0])
 
 
@@ -338,7 +347,10 @@ def handles_refs_and_node():
     ref = fails.invoke()
     yr.wait(ref)
     assert ref.is_exception()
-    assert yr.ObjectRef(f"{ref.id:x}") is ref, "ObjectRef(object_id) gives this rank's ref of that id"
+    value = yr.put(41)
+    yr.get(first_of.invoke([value]))  # (it has left this rank: its id means something elsewhere now)
+    assert yr.ObjectRef(f"{value.id:x}") is value, "ObjectRef(object_id) gives this rank's ref of that id"
+    assert yr.get(value_of_id.invoke(f"{value.id:x}")) == 41
     assert not leaf.invoke(1).is_exception()
     assert isinstance(yr.get_node_ip_address(), str)
     nodes = yr.resources()

@@ -11,7 +11,9 @@ handle; `handler.terminate()`); for a function, the list of refs of its `group_s
 
 from __future__ import annotations
 
+import copy
 import itertools
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +29,7 @@ __all__ = ["FunctionGroupContext", "FunctionGroupHandler", "FunctionGroupMethodP
 MAX_GROUP_SIZE = 256
 _names = itertools.count(1)
 CONTEXT_ATTR = "__yr_function_group__"  # set on each member: (rank_id, world_size, group)
+ENV_RANK, ENV_SIZE = "YRMPI_FCC_RANK_ID", "YRMPI_FCC_WORLD_SIZE"  # the same, while its constructor runs
 
 
 @dataclass
@@ -127,7 +130,9 @@ def create_function_group(wrapper: Any, args: tuple = (), group_size: int = 1,
         raise YRRuntimeError("function is not wrapped by @yr.invoke or @yr.instance")
     handles = []
     for rank_id in range(group_size):
-        state = rt.caller.create(cls, cls_key, methods, tuple(init_args), {}, opts, owner, label=label)
+        member = copy.copy(opts)  # (its constructor reads its rank from its environment)
+        member.env_vars = {**opts.env_vars, ENV_RANK: str(rank_id), ENV_SIZE: str(group_size)}
+        state = rt.caller.create(cls, cls_key, methods, tuple(init_args), {}, member, owner, label=label)
         handle = InstanceHandle(state)
         rt.caller.call(state, "__setattr__", (CONTEXT_ATTR, (rank_id, group_size, group)), {}, 1)
         handles.append(handle)
@@ -154,6 +159,8 @@ def get_function_group_context() -> FunctionGroupContext:
     inst = rt.current_instance()
     ctx = getattr(getattr(inst, "obj", None), CONTEXT_ATTR, None) if inst is not None else None
     if ctx is None:
+        if inst is not None and os.environ.get(ENV_SIZE):  # in the constructor: from its environment
+            return FunctionGroupContext(rank_id=int(os.environ[ENV_RANK]), world_size=int(os.environ[ENV_SIZE]))
         return FunctionGroupContext()
     rank_id, world_size, _group = ctx
     return FunctionGroupContext(rank_id=rank_id, world_size=world_size)
