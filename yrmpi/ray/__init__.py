@@ -123,11 +123,9 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
                  num_gpus)
     if logging_level is not None:
         conf.log_level = logging_level
-    envs = _options.runtime_env_vars(runtime_env)
-    envs[_state.NAMESPACE_ENV] = namespace or ""
-    conf.custom_envs = envs
-    _state.set_namespace(namespace or "")
+    conf.custom_envs = _options.runtime_env_vars(runtime_env)
     yr.init(conf)  # (without a launcher this re-runs the script under mpiexec and exits)
+    _state.set_namespace(namespace or "")
     return RayContext(_address_info())
 
 
@@ -139,7 +137,6 @@ def _address_info() -> dict:
 def shutdown(_exiting_interpreter: bool = False) -> None:
     """End every actor and task and release the ranks (`yr.finalize()`); `ray.init` may follow."""
     yr.finalize()
-    _state.set_namespace(None)
 
 
 def is_initialized() -> bool:

@@ -1,25 +1,32 @@
-"""What `ray.init` set for this job, as every rank sees it: the namespace travels to the instances
-in their environment (`Config.custom_envs`), the ranks from this process's yrmpi rank."""
+"""What `ray.init` set for this job, as every rank sees it: the namespace is kept in the job's KV
+store (instances on other ranks read it once), the ranks come from this process's yrmpi rank."""
 
 from __future__ import annotations
-
-import os
 
 import yrmpi as yr
 from yrmpi.core import rank as _rank
 
-NAMESPACE_ENV = "YRMPI_RAY_NAMESPACE"
-_driver = {"namespace": None}
+NAMESPACE_KEY = "\x00yrmpi-ray/namespace"
+_namespace: dict[str, str] = {}  # job id -> the namespace ray.init gave
 
 
 def namespace() -> str:
     """The job's namespace: the one `ray.init(namespace=...)` gave, in the driver and in instances."""
-    ns = _driver["namespace"]
-    return ns if ns is not None else os.environ.get(NAMESPACE_ENV, "")
+    job = str(_rank.current().settings["job_id"])
+    if job not in _namespace:
+        if _rank.current().rank == 0:  # the driver: ray.init would have set it
+            return ""
+        try:
+            _namespace[job] = yr.kv_read(NAMESPACE_KEY, timeout=5).decode()
+        except (TimeoutError, RuntimeError):  # yr.init without ray.init: the anonymous namespace
+            _namespace[job] = ""
+    return _namespace[job]
 
 
-def set_namespace(ns: str | None) -> None:
-    _driver["namespace"] = ns
+def set_namespace(ns: str) -> None:
+    """In the driver, right after yr.init: the namespace for this job, on every rank."""
+    _namespace[str(_rank.current().settings["job_id"])] = ns
+    yr.kv_write(NAMESPACE_KEY, ns.encode())
 
 
 def ensure_initialized() -> None:

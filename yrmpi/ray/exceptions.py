@@ -166,6 +166,10 @@ def from_yrmpi(exc: BaseException, actor_id: str | None = None) -> BaseException
             return from_yrmpi(cause)
         origin = exc.origin or ""
         name, pid, ip = _origin_parts(origin, exc.remote_traceback)
+        if name.endswith(".__init__"):  # the constructor raised: Ray reports the actor as dead
+            task = RayTaskError(name, exc.remote_traceback, cause if cause is not None else exc, pid=pid, ip=ip)
+            return ActorDiedError(actor_id, "The actor died because of an error raised in its creation task, "
+                                  f"{task}", actor_init_failed=True)
         if isinstance(cause, MemoryError):
             return OutOfMemoryError(f"Task {name} ran out of memory: {cause}")
         return RayTaskError(name, exc.remote_traceback, cause if cause is not None else exc,
