@@ -62,7 +62,7 @@ if __name__ == "__main__":
     gradients = {}
     for worker in workers:
         gradients[worker.compute_gradients.remote(current_weights)] = worker
-    for i in range(40):
+    for _ in range(40):
         ready_gradient_list, _ = ray.wait(list(gradients))
         ready_gradient_id = ready_gradient_list[0]
         worker = gradients.pop(ready_gradient_id)
