@@ -23,6 +23,7 @@ from typing import Any
 
 from .collective import Collectives
 from .core import messages as m
+from .core import devices
 from .core import rank as _rank
 from .core.errors import YRRuntimeError
 from .core.log import install_default_handler, log
@@ -144,25 +145,39 @@ class Runtime:
         leader = node_comm.bcast(self.rank, root=0)
         node_size = node_comm.Get_size()
         node_comm.Free()
-        me = (f"{socket.gethostname()}#{leader}", node_size, _node_memory_mb())
+        gpus_seen, gpus_from = devices.detect()
+        me = (f"{socket.gethostname()}#{leader}", node_size, _node_memory_mb(), gpus_seen)
         table = world.gather(me, root=0)
         settings = None
         if self.rank == 0:
             cfg = (config or Config()).resolved()
             ranks = []
-            for rank, (node, size, mem) in enumerate(table):
+            gpus = devices.assign({r: (row[0], row[3]) for r, row in enumerate(table) if r})  # per node
+            for rank, (node, size, mem, _) in enumerate(table):
                 if rank == 0:
                     continue
                 # Node memory over its ranks, but never below MIN_RANK_MEMORY_MB: memory is logical
                 # here (nothing enforces it), and the default request is 500 MB.
                 memory = first_given(cfg.memory_per_rank, max(mem // size, MIN_RANK_MEMORY_MB))
-                ranks.append(RankCapacity(rank, node, cfg.cpu_per_rank, memory, dict(cfg.custom_resources)))
+                custom = dict(cfg.custom_resources)
+                if rank in gpus:  # detected GPUs replace a logical count
+                    custom["gpu"] = len(gpus[rank])
+                ranks.append(RankCapacity(rank, node, cfg.cpu_per_rank, memory, custom))
+            if gpus and "gpu" in cfg.custom_resources:
+                log.info("GPUs detected (%s): the rank capacities count them instead of gpu=%s",
+                         gpus_from, cfg.custom_resources["gpu"])
             settings = {"job_id": secrets.token_hex(6), "prefix_output": cfg.prefix_output,
-                        "placement": cfg.placement, "capacity": ranks}
+                        "placement": cfg.placement, "capacity": ranks, "gpus": gpus}
             if not fault_tolerant():
                 log.warning("fault tolerance is off (no ULFM: MPICH, srun direct launch, or YRMPI_FT=0): "
                             "a rank that dies ends the whole job. `yrmpi run` with Open MPI turns it on.")
-        return world.bcast(settings, root=0)
+        settings = world.bcast(settings, root=0)
+        mine = settings["gpus"].get(self.rank)
+        if mine is not None:  # a host rank of a GPU node: it sees only its share, before any user code
+            late = devices.bind(mine)
+            if late:
+                log.warning("rank %d: %s", self.rank, late)
+        return settings
 
     # -- the Rank protocol (core/rank.py) ---------------------------------------------------
     def current_instance(self) -> Any:
