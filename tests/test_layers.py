@@ -21,6 +21,7 @@ LAYERS = [
     ("yrmpi.sweep",),
     ("yrmpi.ray",),  # Ray Core over the public API (import yrmpi.ray as ray)
     ("yrmpi",),  # the package's public face (yrmpi/__init__.py): what job code imports
+    ("yrmpi.torch",),  # the optional PyTorch support (imported only by job code that wants it)
     ("yrmpi.api",),
     ("yrmpi.launch",),
     ("yrmpi.runtime",),
