@@ -462,6 +462,7 @@ def test_every_message_has_one_handler_whose_parameters_are_its_fields(make_worl
     roles = {"runtime": own, "caller": driver.caller.handlers(), "objects": driver.objects.handlers(),
              "host": host.host.handlers(), "scheduler": driver.scheduler.handlers(),
              "groups": driver.groups.handlers(), "collectives": driver.collectives.handlers(),
+             "liveness": world.ranks[0].roles.liveness.handlers(),
              "kv": world.ranks[0].roles.kv.handlers()}
     owners: dict[type, list[str]] = {}
     for role, table in roles.items():

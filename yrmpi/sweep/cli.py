@@ -146,8 +146,9 @@ def _launch(opts: SweepOptions, ns: argparse.Namespace, argv: list[str]) -> int:
 
 def _job_code(rc: int, config, experiments) -> int:  # noqa: ANN001 - SweepConfig, list[Experiment]
     """The code of a launched job: the driver's own when it gave one of the sweep's codes,
-    else what the journal says is left (mpiexec's failures, rank 0 killed, a traceback)."""
-    if rc in EXIT_CODES:
+    else what the journal says is left (mpiexec's failures, rank 0 killed, a traceback; and
+    "lost", which the launcher says when the driver recorded no end: its journal may be done)."""
+    if rc in EXIT_CODES and rc != EXIT_LOST:
         return rc
     records, _ = read_journal(Path(config.output))
     if config.search:
