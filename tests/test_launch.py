@@ -234,3 +234,24 @@ def test_private_directories_only_for_launches_that_stay_on_this_node(monkeypatc
     monkeypatch.delenv("SLURM_JOB_NUM_NODES")
     monkeypatch.setenv("PBS_NODEFILE", "/var/spool/pbs/aux/1")
     assert not launch.single_node(["mpiexec", "-n", "4", "python", "job.py"])
+
+
+def test_heartbeat_is_not_used_across_nodes_and_says_so(caplog):
+    from yrmpi import launch
+
+    mpiexec = launch.find_mpiexec()
+    with caplog.at_level("WARNING", logger="yrmpi"):
+        across = launch.command(4, ["job.py"], mpiexec=mpiexec, extra=launch.host_flags("a:2,b:2", None),
+                                fault_tolerance="heartbeat")
+    assert "mpi_ft_detector" not in across and "--with-ft" in across and "--host" in across
+    assert "YRMPI_FT=heartbeat is not used across nodes" in caplog.text
+    one_node = launch.command(4, ["job.py"], mpiexec=mpiexec, fault_tolerance="heartbeat")
+    assert "mpi_ft_detector" in one_node
+
+
+def test_sweep_takes_the_same_host_options_as_run():
+    from yrmpi import launch
+    from yrmpi.sweep.cli import _sweep_parser
+
+    ns = _sweep_parser().parse_args(["s.yaml", "--host", "a:3,b:2", "--hostfile", "hosts"])
+    assert launch.host_flags(ns.host, ns.hostfile) == ["--host", "a:3,b:2", "--hostfile", "hosts"]

@@ -17,10 +17,7 @@ def _run(argv: list[str]) -> int:
     parser.add_argument("-n", "--np", type=int, default=None,
                         help="number of ranks (default: YRMPI_NUM_RANKS or 9)")
     parser.add_argument("--mpiexec", default=None, help="mpiexec to use (default: the venv's)")
-    parser.add_argument("--host", default=None, metavar="HOSTS",
-                        help="nodes and their slots, e.g. nodeA:5,nodeB:4 (mpiexec --host); rank 0 runs on the first")
-    parser.add_argument("--hostfile", default=None, metavar="FILE",
-                        help="a hostfile of nodes and slots (mpiexec --hostfile)")
+    launch.add_host_options(parser)
     parser.add_argument("--mpi-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for mpiexec (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the launch line and exit")
@@ -30,7 +27,7 @@ def _run(argv: list[str]) -> int:
     from .core.options import Config
 
     n = ns.np if ns.np is not None else Config().resolved().num_ranks
-    hosts = (["--host", ns.host] if ns.host else []) + (["--hostfile", ns.hostfile] if ns.hostfile else [])
+    hosts = launch.host_flags(ns.host, ns.hostfile)
     # An absolute script path: remote nodes start the ranks in this directory, not with this shell's.
     script = os.path.abspath(ns.script) if hosts and os.path.exists(ns.script) else ns.script
     cmd = launch.command(n, [sys.executable, "-m", "yrmpi", script, *ns.args],

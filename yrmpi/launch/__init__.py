@@ -31,15 +31,24 @@ from .environment import (
     multi_node_allocation,
     under_mpi,
 )
-from .mpiexec import FT_LEVELS, command, fault_tolerance_level, find_mpiexec, mpiexec_flags
+from .mpiexec import (
+    FT_LEVELS,
+    add_host_options,
+    command,
+    fault_tolerance_level,
+    find_mpiexec,
+    host_flags,
+    mpiexec_flags,
+)
 from .process import forward_flags, launch_env, relaunch_self, run
 from .state_dirs import HOST_FLAGS, HOSTFILE_VARS, OPENMPI_STATE_VARS, PRIVATE_PREFIX, private_state_dirs, single_node
 
 __all__ = [
     "ALLOCATION_HOSTS", "EXIT_CODES", "EXIT_CONFIG", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_LOST", "EXIT_OK",
     "EXIT_OUTPUT", "FT_LEVELS", "HOSTFILE_VARS", "HOST_FLAGS", "LAUNCHER_VARS", "OPENMPI_STATE_VARS",
-    "PRIVATE_PREFIX", "RANK_VARS", "RESULT_VAR", "command", "fault_tolerance_level", "find_mpiexec", "flavor",
-    "forward_flags", "launch_env", "read_record", "record",
+    "PRIVATE_PREFIX", "RANK_VARS", "RESULT_VAR", "add_host_options", "command", "fault_tolerance_level",
+    "find_mpiexec", "flavor",
+    "forward_flags", "host_flags", "launch_env", "read_record", "record",
     "launcher_rank", "mpiexec_flags", "multi_node_allocation", "private_state_dirs", "relaunch_self", "run",
     "single_node", "under_mpi",
 ]

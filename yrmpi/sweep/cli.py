@@ -81,9 +81,10 @@ def _sweep_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                    help="override a YAML value, e.g. --set workers=2 --set params.lr=[0.1,0.01] (repeatable)")
     p.add_argument("-n", "--np", type=int_at_least(2), metavar="N",
-                   help="ranks to launch on this machine (default: what the plan needs); "
+                   help="ranks to launch (default: what the plan needs); "
                    "ignored under mpiexec/srun")
     p.add_argument("--mpiexec", default=None, help="mpiexec to use when launching (default: the venv's)")
+    launch.add_host_options(p)
     p.add_argument("--mpi-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for mpiexec (repeatable)")
     return p
@@ -132,10 +133,11 @@ def _launch(opts: SweepOptions, ns: argparse.Namespace, argv: list[str]) -> int:
             write_resolved_config(out, config.to_dict())
             return summarize(config, experiments, out, records)
         ranks, _ = size_launch(config, work_left(config, experiments, todo), ranks=ns.np)
+        hosts = launch.host_flags(ns.host, ns.hostfile)
         cmd = launch.command(ranks, [sys.executable, "-m", "yrmpi", "sweep", *argv], mpiexec=ns.mpiexec,
-                             extra=ns.mpi_arg)
-        print(f"yrmpi sweep: launching {ranks} ranks on this machine (1 driver + {ranks - 1} host ranks)",
-              flush=True)
+                             extra=[*hosts, *ns.mpi_arg])
+        where = f"on {ns.host or ns.hostfile}" if hosts else "on this machine"
+        print(f"yrmpi sweep: launching {ranks} ranks {where} (1 driver + {ranks - 1} host ranks)", flush=True)
         lock.export()
         # Open MPI's mpiexec ends the job on SIGTERM but hands SIGUSR1 to the ranks: ask for a graceful stop.
         rc = launch.run(cmd, translate={signal.SIGTERM: signal.SIGUSR1})
