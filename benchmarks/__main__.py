@@ -26,7 +26,9 @@ from pathlib import Path
 from benchmarks import common
 
 # Fast and MPI-free first; Ray-heavy ones last.
-MODULES = ("scheduler_sim", "startup", "calls", "instances", "collectives", "transfer", "sweep", "memory")
+# multinode needs root and `ip netns` (tests/multinode/testbed.py); elsewhere it is skipped with the reason.
+MODULES = ("scheduler_sim", "startup", "calls", "instances", "collectives", "multinode", "transfer", "sweep",
+           "memory")
 
 
 def machine() -> dict:
@@ -87,6 +89,9 @@ def render(report: dict) -> str:
     for res in report["results"]:
         if res.get("extra_md"):
             lines += [f"## {res['name']}", "", res["extra_md"], ""]
+    skipped = [res for res in report["results"] if res.get("skipped")]
+    if skipped:
+        lines += ["## Benchmarks skipped", "", *(f"- {res['name']}: {res['skipped']}" for res in skipped), ""]
     errors = [res for res in report["results"] if res.get("error")]
     if errors:
         lines += ["## Benchmarks that failed", ""]
@@ -136,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         report["results"].append(result)
         if result.get("rows"):
             print(common.markdown_table(result["rows"]), flush=True)
+        elif result.get("skipped"):
+            print(f"skipped: {result['skipped']}", flush=True)
     report["wall_s"] = time.perf_counter() - start
     report["load_after"] = common.load_average()
     out = Path(ns.out_dir)
