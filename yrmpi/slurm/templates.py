@@ -52,6 +52,19 @@ if ((${SLURM_JOB_NUM_NODES:-1} == 1)); then
     export OMPI_MCA_btl_sm_backing_directory=${OMPI_MCA_btl_sm_backing_directory:-$shm}
     export OMPI_MCA_btl=${OMPI_MCA_btl:-self,sm}  # shared memory only: no rank listens on a TCP port
 fi
+# The driver's completion record (yrmpi/launch/completion.py): rank 0 writes the driver's exit
+# code there when it finishes. mpiexec's own code cannot tell a finished job from a lost one (a
+# node that dies makes PRRTE end the job with 0 about half the time); the record can.
+if ((${SLURM_JOB_NUM_NODES:-1} > 1)); then result_dir=${YRMPI_RESULT_DIR:-$PWD}; else result_dir=${TMPDIR:-/tmp}; fi
+export YRMPI_DRIVER_RESULT="$result_dir/.yrmpi-driver-$run_id.result"
+rm -f "$YRMPI_DRIVER_RESULT"
+if ((${SLURM_JOB_NUM_NODES:-1} > 1)) && [[ ${launch[0]} != srun ]] &&
+    "${launch[0]}" --version 2>/dev/null | grep -qiE "open mpi|prte"; then
+    # Open MPI passes only OMPI_*/PMIX_* to other nodes: the job's own variables go with -x.
+    forward=()
+    for name in $(compgen -e | grep -E '^(YRMPI_|MALLOC_|PYTHONPATH$|PYTHONUNBUFFERED$)'); do forward+=(-x "$name"); done
+    launch=("${launch[0]}" "${forward[@]}" "${launch[@]:1}")
+fi
 YRMPI_SLURM_RUN=$run_id "${launch[@]}" &
 child=$!
 forward_usr1() {
@@ -86,6 +99,15 @@ if [[ -n $ending ]]; then
         kill -KILL $left 2>/dev/null || true
     fi
 fi
+if [[ -f $YRMPI_DRIVER_RESULT ]]; then
+    recorded=$(<"$YRMPI_DRIVER_RESULT")
+    [[ $recorded =~ ^[0-9]+$ ]] && rc=$recorded  # the driver's own code, whatever mpiexec said
+elif [[ -z $ending ]]; then
+    say "the job was lost before the driver finished: the launcher exited with $rc and rank 0 recorded" \
+        "no result (a node or rank 0 died, or MPI ended the job); exit code 69"
+    rc=69
+fi
+rm -f "$YRMPI_DRIVER_RESULT"
 # Exit codes (docs/sweeps.md): 0 done, 2 bad input, 3 experiments failed, 73 output unusable: the
 # same again would end the same way. 75 stopped with work left, 69 the job was lost (a node, rank 0,
 # MPI) with work left: the next run resumes from the journal.
