@@ -180,7 +180,7 @@ def _abort(entry: _Entry, why: str) -> None:
     yrmpi.torch.ddp) on every member; the member whose call failed is not blocked, so its end
     of every connection closes."""
     entry.aborted = True
-    log.info("torch process group %s: %s; releasing it", entry.name, why)
+    log.debug("torch process group %s: %s; releasing it", entry.name, why)
     for ref in entry.wrappers:
         model = ref()
         if model is not None:
