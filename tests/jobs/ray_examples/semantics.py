@@ -98,8 +98,8 @@ if __name__ == "__main__":
     except ray.exceptions.GetTimeoutError as exc:
         print("timeout: GetTimeoutError, a TimeoutError:", isinstance(exc, TimeoutError))
 
-    refs = [slow.remote(0.1), slow.remote(0.1), slow.remote(4)]
-    ready, not_ready = ray.wait(refs, num_returns=2, timeout=3)
+    refs = [slow.remote(0.1), slow.remote(0.1), slow.remote(30)]
+    ready, not_ready = ray.wait(refs, num_returns=2, timeout=20)
     print("wait:", len(ready), "ready,", len(not_ready), "not ready")
     ready, not_ready = ray.wait(refs, num_returns=3, timeout=0.1)
     print("wait with a short timeout:", len(ready), "ready")
@@ -107,6 +107,7 @@ if __name__ == "__main__":
     ref = slow.remote(10)
     time.sleep(0.5)
     ray.cancel(ref)
+    ray.cancel(refs[2])
     try:
         ray.get(ref, timeout=10)
     except ray.exceptions.TaskCancelledError:
@@ -131,13 +132,13 @@ if __name__ == "__main__":
     a = AsyncActor.remote()
     ray.get(a.nap.remote(0))
     start = time.monotonic()
-    print("async actor:", ray.get([a.nap.remote(1) for _ in range(4)]),
-          "concurrently:", time.monotonic() - start < 2.5)
+    print("async actor:", ray.get([a.nap.remote(2) for _ in range(4)]),
+          "concurrently:", time.monotonic() - start < 6)  # (one after another: 8 s)
     t = Threaded.remote()
     ray.get(t.nap.remote(0))
     start = time.monotonic()
-    print("max_concurrency=4:", ray.get([t.nap.remote(1) for _ in range(4)]),
-          "concurrently:", time.monotonic() - start < 2.5)
+    print("max_concurrency=4:", ray.get([t.nap.remote(2) for _ in range(4)]),
+          "concurrently:", time.monotonic() - start < 6)
 
     child = ray.get(owner.get_child.remote())[0]
     print("child of a live owner:", ray.get(child.ping.remote()))
