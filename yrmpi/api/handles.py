@@ -122,6 +122,11 @@ class InstanceCreator:
         self._opts = _check_options(opts or InvokeOptions())
         self._methods = _methods_of(cls)
 
+    @property
+    def invoke_options(self) -> InvokeOptions:
+        """A copy of the options its instances are created with."""
+        return copy.deepcopy(self._opts)
+
     def options(self, opts: InvokeOptions) -> InstanceCreator:
         """A creator with other options; this one stays as it was."""
         other = copy.copy(self)

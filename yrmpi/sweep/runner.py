@@ -390,7 +390,7 @@ class SweepRunner:
         self.failures = {i: s.failures for i, s in states.items()}
         self.running: dict[int, _Running] = {}
         creator = creator if creator is not None else _supervisor_creator(config)
-        self.creator = creator.options(_options(creator._opts, config.supervisor_resources))
+        self.creator = creator.options(_options(creator.invoke_options, config.supervisor_resources))
         self.worker_options = _options(InvokeOptions(), config.worker_resources)
         self.started_at = time.time()
         self._ppid = os.getppid()
@@ -438,8 +438,8 @@ class SweepRunner:
             return self.creator
         import yrmpi
 
-        opts = dataclasses.replace(self.creator._opts,
-                                   concurrency=min(self.creator._opts.concurrency + 2 + self.config.workers, 1000))
+        given = self.creator.invoke_options
+        opts = dataclasses.replace(given, concurrency=min(given.concurrency + 2 + self.config.workers, 1000))
         return yrmpi.instance(supervised(base, e.id, self.config.run)).options(opts)
 
     def _start(self, e: Experiment) -> None:
