@@ -211,3 +211,54 @@ def test_mpi_store_on_two_ranks(tmp_path):
     proc = subprocess.run([find_mpiexec(), "--oversubscribe", "-n", "2", sys.executable, str(script)],
                           capture_output=True, text=True, env=job_env(), timeout=120, cwd=ROOT)
     assert proc.returncode == 0 and proc.stdout.count("store ok") == 2, proc.stdout + proc.stderr[-3000:]
+
+
+# -- yrmpi slurm with GPUs ---------------------------------------------------------------------
+GPU_SWEEP = """
+name: gpu-sweep
+entry: sup.py:Sup
+run: run
+workers: 2
+resources:
+  supervisor: {cpu: 100, memory: 200}
+  worker: {cpu: 1000, memory: 300, gpu: 1}
+params: {lr: [0.1, 0.01, 0.001]}
+seeds: [0]
+metric: {name: loss, mode: min}
+max_concurrent: 3
+output: results
+"""
+
+
+def _gpu_sweep(tmp_path):
+    (tmp_path / "sup.py").write_text("class Sup:\n    def run(self, params, trial):\n        return 0.0\n")
+    (tmp_path / "s.yaml").write_text(GPU_SWEEP)
+    return tmp_path / "s.yaml"
+
+
+def test_slurm_script_asks_for_gpus_and_sizes_ranks_per_gpu(tmp_path, capsys, monkeypatch):
+    from yrmpi.slurm import slurm_command
+
+    monkeypatch.chdir(tmp_path)
+    assert slurm_command([str(_gpu_sweep(tmp_path)), "--gpus-per-node", "4", "-o", "-"]) == 0
+    text = capsys.readouterr().out
+    # 3 experiments x 2 GPU workers = 6 GPUs: 2 nodes of 4 GPUs, 5 ranks each (4 GPU ranks + 1)
+    assert "#SBATCH --gpus-per-node=4" in text and "##SBATCH --gres=gpu:4" in text
+    assert "#SBATCH --nodes=2" in text and "#SBATCH --ntasks-per-node=5" in text and "#SBATCH --ntasks=10" in text
+    assert "4 GPUs per node" in text
+
+
+def test_slurm_without_gpus_for_a_gpu_sweep_says_what_to_add(tmp_path, capsys, monkeypatch):
+    from yrmpi.slurm import slurm_command
+
+    monkeypatch.chdir(tmp_path)
+    assert slurm_command([str(_gpu_sweep(tmp_path)), "-o", "-"]) == 2
+    assert "--gpus-per-node" in capsys.readouterr().err
+
+
+def test_host_ranks_count_the_gpus_the_runtime_will_give_them():
+    from yrmpi.slurm.sizing import _host_ranks
+
+    ranks = _host_ranks(9, 1000, 1000, {}, tasks_per_node=5, gpus_per_node=4)
+    # node0: ranks 1-4 (rank 0 is the driver), node1: ranks 5-9: the first 4 of each own a GPU
+    assert [r.custom.get("gpu") for r in ranks] == [1, 1, 1, 1, 1, 1, 1, 1, 0]

@@ -62,8 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mem-per-cpu", type=_POSITIVE, metavar="MB",
                    help="memory per CPU in MB (default: enough that memory never limits before CPU)")
     p.add_argument("--resources", type=_custom_arg, metavar="JSON",
-                   help='custom capacity per host rank, e.g. \'{"gpu": 1}\' (add the matching #SBATCH --gres '
-                   "line yourself)")
+                   help='custom capacity per host rank, e.g. \'{"fpga": 1}\' (add the matching #SBATCH --gres '
+                   "line yourself; for GPUs use --gpus-per-node)")
+    p.add_argument("--gpus-per-node", type=_POSITIVE, metavar="G",
+                   help="GPUs per node: writes #SBATCH --gpus-per-node=G and sizes the ranks so that the first G "
+                   "host ranks of each node own one GPU each (--tasks-per-node defaults to G + 1)")
     p.add_argument("--time", default=DEFAULT_TIME, help=f"time limit (default {DEFAULT_TIME})")
     p.add_argument("--partition", metavar="P")
     p.add_argument("--account", metavar="A")
@@ -98,7 +101,8 @@ def slurm_command(argv: list[str]) -> int:
         experiments = expand(config)
         todo = todo_for(config, experiments, fresh=False)
         sizing = size_sweep(config, len(todo), len(experiments), nodes=ns.nodes, tasks_per_node=ns.tasks_per_node,
-                            cpus_per_task=ns.cpus_per_task, mem_per_cpu=ns.mem_per_cpu, custom=ns.resources)
+                            cpus_per_task=ns.cpus_per_task, mem_per_cpu=ns.mem_per_cpu, custom=ns.resources,
+                            gpus_per_node=ns.gpus_per_node)
         lead = signal_lead(ns.time, config.grace_period)
     except (SweepConfigError, SlurmError) as exc:
         print(f"yrmpi slurm: {exc}", file=sys.stderr)

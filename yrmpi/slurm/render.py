@@ -84,6 +84,9 @@ def render_sweep(*, sizing: Sizing, sweep_argv: list[str], time_limit: str, sign
         f"#SBATCH --ntasks={sizing.ntasks}",
         f"#SBATCH --cpus-per-task={sizing.cpus_per_task}",
         f"#SBATCH --mem-per-cpu={sizing.mem_per_cpu}",
+        *([f"#SBATCH --gpus-per-node={sizing.gpus_per_node}",
+           f"##SBATCH --gres=gpu:{sizing.gpus_per_node}   # the same request on a Slurm without --gpus-per-node"]
+          if sizing.gpus_per_node else []),
         f"#SBATCH --time={time_limit}",
         f"#SBATCH --chdir={workdir}",
         "#SBATCH --output=%x-%j.out",
