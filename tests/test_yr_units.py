@@ -375,3 +375,22 @@ def test_the_docs_table_names_every_sdk_name():
 
     table = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text().split("## yr API -> yrmpi")[1]
     assert [name for name in SDK_NAMESPACE if f"`{name}`" not in table] == []
+
+
+@yr.invoke
+def count_items(items):
+    return len(items)
+
+
+def test_a_failed_ref_nested_in_an_argument_fails_the_call(world):
+    with pytest.raises(ValueError):
+        yr.get(count_items.invoke([boom.invoke()]), timeout=5)
+    assert yr.get(count_items.invoke([leaf.invoke(1), {"k": leaf.invoke(2)}]), timeout=5) == 2
+
+
+def test_errors_are_runtime_errors_as_in_yr(world):
+    assert issubclass(yr.YRTimeoutError, RuntimeError) and issubclass(yr.YRTimeoutError, TimeoutError)
+    assert issubclass(yr.CancelError, RuntimeError) and issubclass(yr.YRInvokeError, RuntimeError)
+    with pytest.raises(RuntimeError) as info:
+        yr.get(boom.invoke(), timeout=5)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, yr.YRInvokeError)

@@ -16,6 +16,7 @@ import cloudpickle
 ERR_PARAM_INVALID = 1001
 ERR_RESOURCE_NOT_ENOUGH = 1002
 ERR_INSTANCE_NOT_FOUND = 1003
+ERR_RESOURCE_CONFIG_ERROR = 1006  # invalid resource parameter (an undeclared custom resource)
 ERR_INSTANCE_EXITED = 1007
 ERR_USER_FUNCTION_EXCEPTION = 2002
 
@@ -35,7 +36,7 @@ class YRRuntimeError(YRError, RuntimeError):
     """The runtime cannot do what was asked (not initialised, instance gone, ...)."""
 
 
-class YRTimeoutError(YRError, TimeoutError):
+class YRTimeoutError(YRRuntimeError, TimeoutError):
     """A `get`, a creation or a named-instance lookup ran out of time."""
 
 
@@ -47,7 +48,7 @@ class YRTypeError(YRError, TypeError):
     code = ERR_PARAM_INVALID
 
 
-class CancelError(YRError):
+class CancelError(YRError, RuntimeError):
     """The call was cancelled before it started."""
 
 
@@ -67,7 +68,7 @@ class DeadlockError(ResourceError):
     """Every unit of capacity is held by instances that wait for creations that cannot fit."""
 
 
-class YRInvokeError(YRError):
+class YRInvokeError(YRError, RuntimeError):
     """A user function raised. Also an instance of the original exception class."""
 
     code = ERR_USER_FUNCTION_EXCEPTION

@@ -68,7 +68,18 @@ class ObjectRef:
 
     __slots__ = ("id", "owner", "_slot", "__weakref__")
 
-    def __init__(self, ref_id: int, owner: int, slot: Slot) -> None:
+    def __new__(cls, ref_id: int | str, owner: int | None = None, slot: Slot | None = None) -> ObjectRef:
+        if owner is None:  # `ObjectRef(object_id)`, as in the SDK: the ref of that id on this rank
+            try:
+                ref_id = int(ref_id, 16) if isinstance(ref_id, str) else int(ref_id)
+            except ValueError:
+                raise YRValueError(f"not an object id: {ref_id!r}") from None
+            return _rank.current().objects.ref_from_wire(ref_id, ref_id >> 40)
+        return super().__new__(cls)
+
+    def __init__(self, ref_id: int | str, owner: int | None = None, slot: Slot | None = None) -> None:
+        if owner is None:  # (built by __new__)
+            return
         self.id = ref_id
         self.owner = owner
         self._slot = slot
@@ -88,6 +99,17 @@ class ObjectRef:
     def done(self) -> bool:
         _rank.current().objects.ensure_fetch(self)
         return self._slot.done()
+
+    def is_exception(self) -> bool:
+        """True once the ref is known to hold an error (it does not wait)."""
+        _rank.current().objects.ensure_fetch(self)
+        return self._slot.error is not None
+
+    def __await__(self) -> Any:
+        """`await ref` inside an `async def` method (or any event loop)."""
+        import asyncio
+
+        return asyncio.wrap_future(self.as_future()).__await__()
 
     def wait(self, timeout: float | None = None) -> bool:
         ready, _ = wait([self], timeout=timeout)

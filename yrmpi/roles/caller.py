@@ -50,7 +50,6 @@ from ..core.refs import ObjectRef, Slot, slot_of
 from ..transport.pickling import dumps, loads
 
 CALL = CODES[Call]
-ERR_RESOURCE_CONFIG_ERROR = 1006  # the SDK's "invalid resource parameter" (an undeclared custom resource)
 # Cross-layer needs, wired by the runtime: whether any rank could ever hold a demand (cpu,
 # memory, custom) -> the problem or None; and "an instance was created" for the groups.
 Unplaceable = Callable[[int, int, dict], "str | None"]
@@ -147,7 +146,7 @@ class Caller:
                 raise ResourceError(
                     f"cannot create {label or cls.__qualname__}: invalid resource parameter: custom resource "
                     f"{unknown[0]!r} is declared by no rank (declared: {sorted(self._declared) or 'none'}; "
-                    "Config(custom_resources=...) or YRMPI_RESOURCES declares them)", ERR_RESOURCE_CONFIG_ERROR)
+                    "Config(custom_resources=...) or YRMPI_RESOURCES declares them)", errors.ERR_RESOURCE_CONFIG_ERROR)
         problem = self._unplaceable(opts.cpu, opts.memory, opts.custom_resources)
         if problem:
             raise ResourceError(f"cannot create {label or cls.__qualname__}: {problem}")

@@ -31,6 +31,7 @@ from ..core.rank import Rank
 from ..core.refs import ObjectRef, get
 from ..transport.interrupt import InstanceTornDown, interrupt, run_interruptible
 from ..transport.pickling import loads
+from .asynchronous import InstanceLoop, async_methods
 
 GONE_REMEMBERED = 10_000
 GRACE_PERIOD_S = 5.0  # what an instance's __yr_shutdown__ hook is given to finish
@@ -45,6 +46,9 @@ class Instance:
         self.creator = creator
         self.concurrency: int = options.get("concurrency", 1)
         self.oneshot: bool = options.get("oneshot", False)
+        self.env: dict | None = options.get("env")  # in os.environ while its code runs (with INSTANCE_ID)
+        self.async_methods: frozenset[str] = frozenset()  # its `async def` methods (asynchronous.py)
+        self.loop: Any = None  # the event loop they run on, started by the first such call
         self.obj: Any = None
         self.constructed = False
         self.queue: deque[tuple] = deque()
@@ -167,6 +171,7 @@ class Host:
                     item = inst.queue.popleft()
                     inst.lock.release()
                     try:
+                        _switch_env(inst)
                         self._run(inst, item)
                     finally:
                         inst.lock.acquire()
@@ -185,6 +190,9 @@ class Host:
             self._end(inst, InstanceExitedError(f"{inst.label} was terminated: {item[1]}"), run_hook=True)
             return
         call_id, caller, method, args, kwargs, nret = item
+        if method in inst.async_methods:
+            self._run_async(inst, call_id, caller, method, args, kwargs, nret)
+            return
         try:
             value = run_interruptible(inst, _call_resolved, getattr(inst.obj, method), args, kwargs)
             if nret == 0:
@@ -219,6 +227,39 @@ class Host:
             self._end(inst, None, run_hook=False, info=info, reason=f"constructor raised {exc!r}")
             return
         inst.constructed = True
+        inst.async_methods = async_methods(type(inst.obj))
+
+    def _run_async(
+        self, inst: Instance, call_id: int, caller: int, method: str, args: tuple, kwargs: dict, nret: int
+    ) -> None:
+        """An `async def` method: its arguments resolved here, then it runs on the instance's
+        event loop, and the mailbox goes on; its result is sent from the loop's thread."""
+        try:
+            args, kwargs = run_interruptible(inst, _resolve_refs, args, kwargs)
+        except InstanceTornDown:
+            self.here.send(caller, Result(call_id, False, inst.ended))
+            return
+        except BaseException as exc:
+            self.here.send(caller, Result(call_id, False, error_info(exc, self._origin(inst))))
+            return
+        if inst.loop is None:
+            inst.loop = InstanceLoop(inst.label, partial(self.here.set_current_instance, inst))
+
+        def done(ok: bool, value: Any) -> None:
+            if not ok and inst.ended is not None:
+                msg = Result(call_id, False, inst.ended)
+            elif ok:
+                msg = Result(call_id, True, None if nret == 0 else value)
+            else:
+                where = f"{inst.cls_name}.{method}, {inst.label} on {self.origin}"
+                msg = Result(call_id, False, error_info(value, self._origin(inst), where))
+            try:
+                self.here.send(caller, msg)
+            except Exception as exc:  # a result that cannot be pickled
+                err = YRRuntimeError(f"the result of {inst.cls_name}.{method} cannot be pickled: {exc}")
+                self.here.send(caller, Result(call_id, False, error_info(err, self.origin)))
+
+        inst.loop.submit(getattr(inst.obj, method), args, kwargs, done)
 
     def _origin(self, inst: Instance) -> str:
         return f"{inst.label}, {self.origin}"
@@ -239,6 +280,8 @@ class Host:
             others = interrupt(inst, me)  # waits inside yrmpi notice by themselves
         self.instances.pop(inst.iid, None)
         self._remember_gone(inst.iid, info)
+        if inst.loop is not None:
+            inst.loop.stop()  # its async calls still running answer with the instance's end
         for item in queued:
             if item[0] not in ("__init__", "__end__"):
                 self.here.send(item[1], Result(item[0], False, info))
@@ -304,13 +347,74 @@ def _exit_if_forked(code: int) -> None:
 
 
 def _resolve_refs(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """ObjectRefs passed as top-level arguments become their values before the call runs."""
+    """ObjectRefs passed as top-level arguments become their values before the call runs. Refs
+    nested in lists, tuples and dicts stay refs, but are dependencies, as in yr: the call waits
+    for them, and one that failed fails the call."""
     for value in args:  # (a plain loop: this runs on every call)
-        if isinstance(value, ObjectRef):
+        if isinstance(value, ObjectRef) or type(value) in _CONTAINERS:
             break
     else:
-        if not kwargs or not any(isinstance(value, ObjectRef) for value in kwargs.values()):
+        if not kwargs or not any(isinstance(v, ObjectRef) or type(v) in _CONTAINERS for v in kwargs.values()):
             return args, kwargs
+    nested = _nested_refs(args, kwargs)
+    if nested:
+        get(nested, timeout=-1)
+    if not any(isinstance(a, ObjectRef) for a in args) and not any(
+            isinstance(v, ObjectRef) for v in kwargs.values()):
+        return args, kwargs
     args = tuple(get(a, timeout=-1) if isinstance(a, ObjectRef) else a for a in args)
     kwargs = {k: get(v, timeout=-1) if isinstance(v, ObjectRef) else v for k, v in kwargs.items()}
     return args, kwargs
+
+
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+_NESTED_SCAN_LIMIT = 10_000  # items looked at per call, at most
+
+
+def _nested_refs(args: tuple, kwargs: dict) -> list:
+    """The ObjectRefs inside the containers among the arguments (not the top-level ones)."""
+    found: list = []
+    budget = [_NESTED_SCAN_LIMIT]
+
+    def scan(value: object, depth: int) -> None:
+        if budget[0] <= 0 or depth > 4:
+            return
+        items = value.values() if type(value) is dict else value
+        for item in items:  # type: ignore[union-attr]
+            budget[0] -= 1
+            if isinstance(item, ObjectRef):
+                found.append(item)
+            elif type(item) in _CONTAINERS:
+                scan(item, depth + 1)
+            if budget[0] <= 0:
+                return
+
+    for value in (*args, *kwargs.values()):
+        if type(value) in _CONTAINERS:
+            scan(value, 1)
+    return list({id(r): r for r in found}.values())
+
+
+_env_now: list = [None]  # the instance whose environment os.environ holds (an iid)
+_env_saved: dict[str, str | None] = {}  # what os.environ had before, for the keys it changed
+
+
+def _switch_env(inst: Instance) -> None:
+    """Give os.environ the environment of the instance whose code runs next: INSTANCE_ID and
+    its env_vars / Config.custom_envs (the previous instance's are undone first). One
+    process serves every instance of a rank: concurrent instances on one rank share it."""
+    if _env_now[0] == inst.iid:
+        return
+    for key, old in _env_saved.items():
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+    _env_saved.clear()
+    env = {"INSTANCE_ID": f"{inst.iid:x}"}
+    if inst.env:
+        env.update(inst.env)
+    for key, value in env.items():
+        _env_saved[key] = os.environ.get(key)
+        os.environ[key] = value
+    _env_now[0] = inst.iid
