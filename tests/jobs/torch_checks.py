@@ -89,6 +89,46 @@ class Work:
     def state(self):
         return state()
 
+    def collective_tensors(self):
+        """Every collective on tensors, checked by each member against torch itself."""
+        r, n = C.rank(), C.size()
+        total = n * (n + 1) / 2
+        x = torch.full((1000,), float(r + 1))
+        got = C.allreduce(x)
+        assert type(got) is torch.Tensor and got.dtype == torch.float32 and torch.all(got == total), got[:3]
+        assert torch.all(x == r + 1), "the input must not change"
+        out = torch.empty(1000)
+        assert C.allreduce(x, out=out) is out and torch.all(out == total)
+        for _ in range(3):  # the same buffers again and again: the fast path, in place
+            y = torch.full((1000,), float(r + 1))
+            x.copy_(y)
+            assert C.allreduce(x, out=x) is x and torch.all(x == total)
+        assert torch.allclose(C.allreduce(torch.full((4,), float(r)), op="mean"), torch.full((4,), (n - 1) / 2))
+        assert torch.equal(C.allreduce(torch.tensor([r, -r]), op="max"), torch.tensor([n - 1, 0]))
+        strided = torch.arange(12.0)[::2] + r
+        assert torch.allclose(C.allreduce(strided), sum(torch.arange(12.0)[::2] + k for k in range(n)))
+        for dt in (torch.bfloat16, torch.float16):  # reduced in float32, rounded once
+            vals = [torch.full((8,), 1.0 + k / 7, dtype=dt) for k in range(n)]
+            want = sum(v.float() for v in vals).to(dt)
+            got = C.allreduce(vals[r].clone())
+            assert got.dtype == dt and torch.equal(got, want), (dt, got[0], want[0])
+            buf = vals[r].clone()
+            assert C.allreduce(buf, out=buf) is buf and torch.equal(buf, want)
+        root = n - 1
+        src = torch.arange(6, dtype=torch.bfloat16) * 0.5
+        mine = torch.zeros(6, dtype=torch.bfloat16)
+        got = C.broadcast(src if r == root else mine, root=root)
+        assert torch.equal(got, src) and (r == root or got is mine), got
+        got = C.broadcast(src if r == 0 else None)
+        assert type(got) is torch.Tensor and got.dtype == torch.bfloat16 and torch.equal(got, src), got
+        g = C.allgather(torch.full((2,), r, dtype=torch.bfloat16))
+        assert g.dtype == torch.bfloat16 and torch.equal(g, torch.arange(n).repeat_interleave(2).view(n, 2).bfloat16())
+        rs = C.reduce_scatter(torch.arange(2 * n, dtype=torch.float64) * (r + 1))
+        assert torch.allclose(rs, torch.arange(2 * r, 2 * r + 2, dtype=torch.float64) * total), rs
+        sparse = C.allreduce(torch.ones(3).to_sparse())  # pickled (one warning), still right
+        assert torch.equal(sparse.to_dense(), torch.full((3,), float(n)))
+        return r, n
+
     def fail_after(self, delay):
         self.model = yt.ddp(torch.nn.Linear(2, 2))  # held: yrmpi must still release the group
         time.sleep(delay)
@@ -113,6 +153,11 @@ class Worker(Work):
 
 @yr.instance(invoke_options=yr.InvokeOptions(cpu=1000, custom_resources={"gb": 1}))
 class OtherWorker(Work):
+    pass
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=700))
+class SharedWorker(Work):  # two to a rank of 2000 millicores
     pass
 
 
@@ -143,6 +188,16 @@ def tensors_travel_as_buffers():
     ref = yr.put({"w": big, "n": np.ones(3)})
     got = yr.get(w.echo.invoke(ref))
     assert torch.equal(got["w"], big) and np.array_equal(got["n"], np.ones(3))
+
+
+@check
+def tensors_in_collectives():
+    for cls, n in ((Worker, 3), (SharedWorker, 4)):  # one member per rank; members sharing ranks
+        hs = spawn(cls, n)
+        assert sorted(yr.get([h.collective_tensors.invoke() for h in hs], timeout=120)) == [(r, n) for r in range(n)]
+        for h in hs:
+            h.terminate(is_sync=True)
+        made.clear()
 
 
 # -- a process group per worker group -------------------------------------------------------

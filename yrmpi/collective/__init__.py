@@ -47,6 +47,7 @@ from ..core.refs import get as _get
 from ..core.refs import slot_of as _slot_of
 from ..transport.interrupt import Shield
 from . import membership as _membership
+from . import tensors as _tensors
 from .algorithms import HEADER_BYTES as HEADER_BYTES
 from .algorithms import (
     allgather_arrays,
@@ -100,6 +101,10 @@ def allreduce(x: Any, op: str = "sum", group: str | None = None, out: np.ndarray
                 result = fast.allreduce(x, out, inst)
                 if result is not None:
                     return result
+    if _tensors.is_tensor(x):  # torch tensors: the same path on views of their memory (collective/tensors.py)
+        if _tensors.plain(x):
+            return _tensors.allreduce(allreduce, x, op, group, out)
+        _tensors.pickled("allreduce", x)
     if not isinstance(x, np.ndarray):
         return run("allreduce", group, ("allreduce", "object", op), x, op_problem(op),
                    functools.partial(allreduce_objects, op))
@@ -119,6 +124,10 @@ def allreduce(x: Any, op: str = "sum", group: str | None = None, out: np.ndarray
 # -- allgather, reduce_scatter, broadcast, barrier --------------------------------------------
 def allgather(x: Any, group: str | None = None) -> Any:
     """Every member's `x`, in group order: an array of shape (size, *x.shape), or a list."""
+    if _tensors.is_tensor(x):
+        if _tensors.plain(x):
+            return _tensors.allgather(allgather, x, group)
+        _tensors.pickled("allgather", x)
     if not isinstance(x, np.ndarray):
         return run("allgather", group, ("allgather", "object"), x, None, allgather_objects)
     problem = array_problem(x, None)
@@ -129,6 +138,8 @@ def allgather(x: Any, group: str | None = None) -> Any:
 def reduce_scatter(x: np.ndarray, op: str = "sum", group: str | None = None) -> np.ndarray:
     """Combine `x` across members with `op` and give member i the i-th of `size` equal blocks
     along the first axis (x.shape[0] must be a multiple of the group size)."""
+    if _tensors.is_tensor(x) and _tensors.plain(x):
+        return _tensors.reduce_scatter(reduce_scatter, x, op, group)
     if not isinstance(x, np.ndarray):
         raise YRTypeError(f"reduce_scatter takes a numpy array, got {type(x).__name__}")
     problem = array_problem(x, op)
@@ -142,6 +153,10 @@ def reduce_scatter(x: np.ndarray, op: str = "sum", group: str | None = None) -> 
 def broadcast(x: Any = None, root: int = 0, group: str | None = None) -> Any:
     """The root member's `x` on every member. Arrays travel as buffers: a non-root may pass an
     array of the same shape and dtype to receive into (zero-copy), or None."""
+    if _tensors.is_tensor(x):
+        if _tensors.plain(x):
+            return _tensors.broadcast(broadcast, x, root, group)
+        _tensors.pickled("broadcast", x)
     problem = None
     if isinstance(root, bool) or not isinstance(root, int) or root < 0:
         problem = f"root must be a group rank (int >= 0), got {root!r}"

@@ -21,6 +21,7 @@ from .epoch import Epoch, Failed
 from .errors import CollectiveError, CollectiveMismatchError
 from .membership import Collectives, Member
 from .ops import PYOPS, UFUNCS, array_key, mpi, mpi_op, mpi_type, signature
+from .tensors import from_header
 
 HEADER_BYTES = 256  # broadcast header (dtype and shape, or object size)
 
@@ -163,8 +164,8 @@ def reduce_scatter_arrays(op: str, coll: Collectives, ec: Epoch, inst: Member, i
 def broadcast_header(x: Any) -> tuple[np.ndarray, Any]:
     """The fixed-size header and the data buffer of what the root sends: the header tells the
     others what to receive into (an array's dtype and shape, or a pickle's size)."""
-    if isinstance(x, np.ndarray):
-        meta, data = ("array", x.dtype.str, x.shape), x
+    if isinstance(x, np.ndarray):  # (a tensor's view names its torch dtype: collective/tensors.py)
+        meta, data = ("array", x.dtype.str, x.shape, getattr(x, "torch_dtype", None)), x
     else:
         data = np.frombuffer(dumps(x), dtype=np.uint8)
         meta = ("object", data.size)
@@ -223,6 +224,8 @@ def broadcast_value(root: int, coll: Collectives, ec: Epoch, inst: Member, items
             spare = False
         else:
             results.append(data.copy())
+    if meta[3]:  # the root sent a tensor: members that passed None get one
+        results = [from_header(r, meta[3]) if items[i] is None else r for i, r in enumerate(results)]
     return results
 
 
