@@ -420,10 +420,11 @@ def test_scancel_mid_run_ends_every_rank_and_leaves_a_readable_journal(cluster, 
     assert not left, f"processes of the cancelled job still run: {left}"
     finished, events, warnings = finished_counts(tmp_path / "results")
     assert not finished and events["started"] >= 3 and len(warnings) <= 1, (events, warnings)
-    # The journal is good enough to resume from: a dry run sees all 6 still to run.
+    # The journal is good enough to resume from: a dry run (of the same sweep: the same --set) sees
+    # all 6 still to run.
     config = load(tmp_path / "sweep.yaml", check_entry=False)
-    dry = sh([sys.executable, "-m", "yrmpi", "sweep", "sweep.yaml", "--dry-run"], timeout=120, cwd=tmp_path,
-             env=job_env())
+    dry = sh([sys.executable, "-m", "yrmpi", "sweep", "sweep.yaml", "--set", "init.sleep=30", "--dry-run"],
+             timeout=120, cwd=tmp_path, env=job_env())
     assert dry.returncode == 0 and "6 experiments" in dry.stdout, dry.stdout + dry.stderr
     assert Path(config.output).name == "results"
     report = sh([sys.executable, "-m", "yrmpi", "report", "results"], timeout=60, cwd=tmp_path, env=job_env())

@@ -72,7 +72,7 @@ def assert_one_line_exit_2(code: int, err: str, *, match: str = "") -> None:
 
 # -- 2. a poison result ---------------------------------------------------------------------------
 class _Creator:
-    _opts = InvokeOptions()
+    invoke_options = InvokeOptions()
 
     def options(self, _opts):
         return self

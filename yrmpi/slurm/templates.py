@@ -62,7 +62,9 @@ if ((${SLURM_JOB_NUM_NODES:-1} > 1)) && [[ ${launch[0]} != srun ]] &&
     "${launch[0]}" --version 2>/dev/null | grep -qiE "open mpi|prte"; then
     # Open MPI passes only OMPI_*/PMIX_* to other nodes: the job's own variables go with -x.
     forward=()
-    for name in $(compgen -e | grep -E '^(YRMPI_|MALLOC_|PYTHONPATH$|PYTHONUNBUFFERED$)'); do forward+=(-x "$name"); done
+    for name in $(compgen -e | grep -E '^(YRMPI_|MALLOC_|PYTHONPATH$|PYTHONUNBUFFERED$)'); do
+        forward+=(-x "$name")
+    done
     launch=("${launch[0]}" "${forward[@]}" "${launch[@]:1}")
 fi
 YRMPI_SLURM_RUN=$run_id "${launch[@]}" &
@@ -109,11 +111,14 @@ elif [[ -z $ending ]]; then
 fi
 rm -f "$YRMPI_DRIVER_RESULT"
 # Exit codes (docs/sweeps.md): 0 done, 2 bad input, 3 experiments failed, 73 output unusable: the
-# same again would end the same way. 75 stopped with work left, 69 the job was lost (a node, rank 0,
-# MPI) with work left: the next run resumes from the journal.
+# same again would end the same way. 75 stopped with work left: requeue. 69 the job was lost (a
+# node, rank 0, MPI): a sweep resumes from its journal, so requeue it; a plain job only with
+# YRMPI_REQUEUE_LOST=1 (it may not be able to resume, and a rank it kills would loop).
+resumable=${YRMPI_REQUEUE_LOST:-0}
+[[ " ${launch[*]} " == *" -m yrmpi sweep "* ]] && resumable=${YRMPI_REQUEUE_LOST:-1}
 case $rc in
 75) why="interrupted" ;;
-69) why="the job was lost" ;;
+69) why=$( ((resumable == 1)) && echo "the job was lost") ;;
 *) why="" ;;
 esac
 if [[ -n $why && -z $ending ]]; then
