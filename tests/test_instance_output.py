@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from yrmpi.roles.output import LINE_MAX
@@ -52,3 +54,35 @@ def test_bytes_long_lines_and_forked_children(run_job):
     assert "forked ('parent', 0)" in proc.stderr
     assert "after 3" in proc.stderr
     assert "a process forked inside an instance's call returned into yrmpi" in proc.stderr
+
+
+TAGGED = """
+import yrmpi as yr
+
+
+@yr.instance
+class Worker:
+    def hello(self):
+        print("hello from a worker")
+        return 1
+
+
+class Sup:
+    def start(self):
+        return yr.get(Worker.invoke().hello.invoke())
+
+
+Sup.__qualname__ = "Sup e01e4e47e773"  # as a sweep names an experiment's supervisor
+
+
+if __name__ == "__main__":
+    yr.init()
+    print("done", yr.get(yr.instance(Sup).invoke().start.invoke()))
+    yr.finalize()
+"""
+
+
+def test_workers_of_a_tagged_supervisor_carry_its_tag(run_job):
+    proc = run_job(TAGGED, n=3)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"^\(Worker e01e4e47e773 pid=\d+, rank=\d+\) hello from a worker$", proc.stdout, re.M), proc.stdout

@@ -137,7 +137,8 @@ class InstanceCreator:
         rt = _rt.current()
         opts = self._opts.validated()
         state = rt.caller.create(self.__wrapped__, f"cls:{self.__qualname__}:{id(self.__wrapped__):x}",
-                                 self._methods, args, kwargs, opts, _owner(), defer=bool(opts.group_name))
+                                 self._methods, args, kwargs, opts, _owner(), defer=bool(opts.group_name),
+                                 label=_label(self.__qualname__, rt.current_instance()))
         if opts.group_name:  # a yr.Group member: created at the group's invoke()
             register_member(opts.group_name, state)
         return InstanceHandle(state)
@@ -148,6 +149,14 @@ class InstanceCreator:
 
     def __repr__(self) -> str:
         return f"<yr instance class {self.__qualname__}>"
+
+
+def _label(qualname: str, creator: Any) -> str:
+    """An instance's name in output and errors. A creator labelled "<Class> <tag>" (a sweep's
+    supervisor: the experiment id) passes the tag on, so its workers' lines say which
+    experiment they belong to."""
+    tag = creator.cls_name.partition(" ")[2] if creator is not None else ""
+    return f"{qualname} {tag}" if tag and " " not in qualname else qualname
 
 
 class InstanceHandle:
