@@ -196,3 +196,17 @@ def test_a_cut_link_is_detected_and_the_job_ends(testbed):
     assert proc.returncode == 0, out[-3000:]
     last = [line for line in out.splitlines() if line.startswith("ROUND")][-1]
     assert "nodeb" not in last, last
+
+
+@pytest.mark.multinode
+@pytest.mark.slow
+def test_a_group_across_nodes_carves_again_after_a_member_rank_dies(testbed):
+    """SIGKILL of a worker whose group spans two nodes; the next group across the nodes
+    allreduces exactly (the carving communicator is shrunk after the death)."""
+    rc, out = testbed.run(["yrmpi", "run", "-n", "6", "--host", testbed.hosts(3), str(JOBS / "group_after_death.py")],
+                          timeout=240)
+    assert rc == 0, out[-4000:]
+    probe = json.loads(next(line for line in out.splitlines() if line.startswith("PROBE"))[6:])
+    assert len({host for host, _ in probe["before"]}) == 2, probe  # the group spans both nodes
+    assert probe["died"] == "InstanceExitedError", probe
+    assert len({host for host, _ in probe["after"]}) == 2 and all(ok for _, ok in probe["after"]), probe
