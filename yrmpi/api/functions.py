@@ -72,7 +72,8 @@ def init(conf: Config | None = None) -> ClientInfo:
                         ", ".join(ignored))
         if conf.custom_envs:
             rt.settings["custom_envs"] = {str(k): str(v) for k, v in conf.custom_envs.items()}
-    rt.settings["labels"] = (conf or Config()).resolved().labels  # rank labels, for affinity (rank 0)
+    # Rank labels for affinity (rank 0): the Slurm features of each node, then the user's (which win).
+    rt.settings["labels"] = {**launch.slurm_node_labels(), **(conf or Config()).resolved().labels}
     rt.progress.count_as_user()
     if not _rounds["exit_hook"]:
         _rounds["exit_hook"] = True

@@ -29,6 +29,7 @@ from .environment import (
     flavor,
     launcher_rank,
     multi_node_allocation,
+    slurm_node_labels,
     under_mpi,
 )
 from .mpiexec import (
@@ -50,5 +51,5 @@ __all__ = [
     "find_mpiexec", "flavor",
     "forward_flags", "host_flags", "launch_env", "read_record", "record",
     "launcher_rank", "mpiexec_flags", "multi_node_allocation", "private_state_dirs", "relaunch_self", "run",
-    "single_node", "under_mpi",
+    "single_node", "slurm_node_labels", "under_mpi",
 ]

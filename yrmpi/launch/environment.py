@@ -74,3 +74,26 @@ def flavor(mpiexec: str) -> str:
     if "hydra" in low or "mpich" in low or "intel(r) mpi" in low or "mvapich" in low:
         return "mpich"
     return "unknown"
+
+
+def slurm_node_labels(timeout: float = 5.0) -> dict[str, dict[str, str]]:
+    """The Slurm features of the job's nodes as affinity labels, per host:
+    `{"node7": {"features": "gpu,ib", "feature:gpu": "1", "feature:ib": "1"}}`. Empty outside
+    a Slurm job or when `scontrol` cannot answer (a label then simply does not exist)."""
+    nodes = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST")
+    if not os.environ.get("SLURM_JOB_ID") or not nodes:
+        return {}
+    try:
+        out = subprocess.run(["scontrol", "show", "node", "-o", nodes], capture_output=True, text=True,
+                             timeout=timeout).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    labels: dict[str, dict[str, str]] = {}
+    for line in out.splitlines():
+        fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+        host = fields.get("NodeHostName") or fields.get("NodeName")
+        features = [f for f in (fields.get("ActiveFeatures") or fields.get("AvailableFeatures") or "").split(",")
+                    if f and f != "(null)"]
+        if host and features:
+            labels[host] = {"features": ",".join(features), **{f"feature:{f}": "1" for f in features}}
+    return labels

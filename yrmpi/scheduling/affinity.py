@@ -1,7 +1,8 @@
 """Matching affinities (core/affinity.py, in wire form) against ranks' labels: pure logic.
 
 A rank's labels: `hostname`, `node`, `rank`, the Slurm `partition` when the job runs under
-Slurm, and the user's (Config.labels / YRMPI_LABELS). An INSTANCE affinity looks at the labels
+Slurm, and the per-host and per-rank labels of `user`: the node's Slurm features
+(`launch.slurm_node_labels`) and the user's (Config.labels / YRMPI_LABELS). An INSTANCE affinity looks at the labels
 of the instances on the rank (scope POD) or on its node (scope NODE).
 """
 
