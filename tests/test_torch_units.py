@@ -262,3 +262,20 @@ def test_host_ranks_count_the_gpus_the_runtime_will_give_them():
     ranks = _host_ranks(9, 1000, 1000, {}, tasks_per_node=5, gpus_per_node=4)
     # node0: ranks 1-4 (rank 0 is the driver), node1: ranks 5-9: the first 4 of each own a GPU
     assert [r.custom.get("gpu") for r in ranks] == [1, 1, 1, 1, 1, 1, 1, 1, 0]
+
+
+# -- metrics ----------------------------------------------------------------------------------
+def test_numpy_and_torch_scalars_are_numbers_in_metrics():
+    from yrmpi.sweep.journal import json_safe
+    from yrmpi.sweep.report import normalize_metrics
+
+    metrics = {"loss": torch.tensor(0.5), "acc": np.float32(0.25), "n": np.int64(3),
+               "grad": torch.tensor(1.5, requires_grad=True), "bf": torch.tensor(0.75, dtype=torch.bfloat16)}
+    safe, notes = json_safe(metrics, "metrics")
+    assert safe == {"loss": 0.5, "acc": 0.25, "n": 3, "grad": 1.5, "bf": 0.75} and not notes
+    assert all(type(v) in (int, float) for v in safe.values())
+
+    class Metric:
+        name = "loss"
+
+    assert normalize_metrics(torch.tensor(0.5), Metric()) == {"loss": 0.5}
