@@ -43,10 +43,18 @@ def digits() -> tuple[Any, Any, Any, Any]:
 
 
 def make_model(p: dict) -> Any:
+    """The MLP, initialised from a generator of its own: instances that share a process (two
+    supervisors on one rank) must not draw from torch's global one at the same time."""
     import torch
 
-    torch.manual_seed(p["seed"])
-    return torch.nn.Sequential(torch.nn.Linear(64, p["hidden"]), torch.nn.ReLU(), torch.nn.Linear(p["hidden"], 10))
+    model = torch.nn.Sequential(torch.nn.Linear(64, p["hidden"]), torch.nn.ReLU(), torch.nn.Linear(p["hidden"], 10))
+    g = torch.Generator().manual_seed(p["seed"])
+    with torch.no_grad():
+        for layer in (model[0], model[2]):
+            bound = layer.in_features ** -0.5  # torch's default range for Linear
+            layer.weight.uniform_(-bound, bound, generator=g)
+            layer.bias.uniform_(-bound, bound, generator=g)
+    return model
 
 
 def epoch_order(n: int, epoch: int, seed: int) -> list[int]:
