@@ -20,6 +20,10 @@ def job_env(**extra: str) -> dict[str, str]:
     env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", PMIX_MCA_psec="native",
                PYTHONUNBUFFERED="1")
     env.pop("YRMPI_LAUNCHED", None)
+    # The test machine runs up to 12 ranks on 2 cores, and a rank importing torch holds the GIL in
+    # native code for seconds: the 10 s liveness default could fail a live rank there. The tests of
+    # liveness itself set their own limit.
+    env.setdefault("YRMPI_LIVENESS_S", "60")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(extra)
     return env

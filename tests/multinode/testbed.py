@@ -120,7 +120,8 @@ class Testbed:
                "PRTE_MCA_plm_ssh_agent": str(HERE / "agent.sh"), "YRMN_STATE": str(self.state),
                "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
                "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1",
-               "YRMPI_RESULT_DIR": str(self.state)}  # shared by every node (/run is not private)
+               "YRMPI_RESULT_DIR": str(self.state),  # shared by every node (/run is not private)
+               "YRMPI_LIVENESS_S": "60"}  # 2 cores for every node: see tests/conftest.py job_env
         env.update(extra)
         return env
 
