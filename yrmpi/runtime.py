@@ -22,8 +22,8 @@ from functools import partial
 from typing import Any
 
 from .collective import Collectives
-from .core import messages as m
 from .core import devices
+from .core import messages as m
 from .core import rank as _rank
 from .core.errors import YRRuntimeError
 from .core.log import install_default_handler, log
