@@ -16,6 +16,7 @@ from typing import Any, Callable
 import yrmpi as yr
 from yrmpi import ObjectRef
 from yrmpi import launch as _launch
+from yrmpi.core import rank as _rank
 
 from . import _options, _state, exceptions, util
 from ._scope import OUT_OF_SCOPE as _OUT_OF_SCOPE
@@ -232,12 +233,11 @@ def wait(object_refs: list, *, num_returns: int = 1, timeout: float | None = Non
 def put(value: Any, *, _owner: Any = None) -> ObjectRef:
     """Store a value in the object store of this rank; its ref can go to any task or actor."""
     _state.ensure_initialized()
-    if value is None:
-        raise ValueError("yrmpi.ray.put(None) is not supported: yrmpi's object store holds values; "
-                         "pass None directly")
     if isinstance(value, ObjectRef):
         raise TypeError("Calling 'put' on an ray.ObjectRef is not allowed. If you really want to do this, "
                         "you can wrap the ray.ObjectRef in a list and call 'put' on it.")
+    if value is None:  # yr.put refuses None, Ray stores it: put it in this rank's store directly
+        return _rank.current().objects.put(None)
     return yr.put(value)
 
 

@@ -115,6 +115,7 @@ if __name__ == "__main__":
 
     value = ray.put(41)
     print("nested refs stay refs:", ray.get(describe.remote(value, [value])))
+    print("put None:", ray.get(ray.put(None)))
     left, right = pair.remote()
     print("num_returns=2:", ray.get([left, right]))
 
