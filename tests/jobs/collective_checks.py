@@ -3,7 +3,6 @@ interruption, mismatches. tests/test_collective.py runs it (one MPI launch per c
 and turns each check into a test result.
 """
 
-import functools
 import os
 import time
 
@@ -22,20 +21,7 @@ made = []  # what the running check created: ended when it ends
 def check(fn):
     """A check (in the order they run: each leaves the capacity the next one counts on, 3 host
     ranks) that ends whatever it created, so that a failure does not cascade."""
-
-    @functools.wraps(fn)
-    def run():
-        try:
-            fn()
-        finally:
-            for h in made:
-                try:
-                    h.terminate(is_sync=True)
-                except Exception:
-                    pass
-            made.clear()
-
-    return checklib.check(run)
+    return checklib.check(checklib.ending_what_it_made(made)(fn))
 
 
 def checks(simple):

@@ -6,7 +6,6 @@ worker that asks for `ga: 1` has a rank to itself among its group's workers, whi
 workers of a `gb` group can share those ranks.
 """
 
-import functools
 import os
 import threading
 import time
@@ -25,19 +24,7 @@ made = []
 
 
 def check(fn):
-    @functools.wraps(fn)
-    def run():
-        try:
-            fn()
-        finally:
-            for h in made:
-                try:
-                    h.terminate(is_sync=True)
-                except Exception:
-                    pass
-            made.clear()
-
-    return checklib.check(run)
+    return checklib.check(checklib.ending_what_it_made(made)(fn))
 
 
 def spawn(cls, n, *args):

@@ -5,13 +5,11 @@ tests/test_yr_conformance.py runs it once; each check prints one `CHECK {json}` 
 """
 
 import asyncio
-import json
 import os
-import sys
 import threading
 import time
-import traceback
 
+import checklib
 import yr
 from yr.config import Config
 from yr.exception import CancelError, YRInvokeError
@@ -379,35 +377,22 @@ def async_instances():
 def main() -> None:
     info = yr.init(yr.Config(server_address="127.0.0.1:31222", ds_address="127.0.0.1:31501", log_level="WARNING",
                              in_cluster=True, recycle_time=2, custom_envs={"YR_CHECK_CUSTOM": "custom"}))
-    results = [{"check": "init_returns_client_info", "ok": bool(info.job_id)}]
-    only = set(sys.argv[1:])
-    for fn in CHECKS:
-        if only and fn.__name__ not in only:
-            continue
-        start = time.monotonic()
-        try:
-            fn()
-            result = {"check": fn.__name__, "ok": True}
-        except BaseException:
-            result = {"check": fn.__name__, "ok": False, "error": traceback.format_exc()}
-        result["seconds"] = round(time.monotonic() - start, 3)
-        results.append(result)
-    try:
+    results = [{"check": "init_returns_client_info", "ok": bool(info.job_id)}, *checklib.run_checks(CHECKS)]
+
+    def custom_envs():
         assert yr.get(env_of.invoke("YR_CHECK_CUSTOM")) == "custom", "Config.custom_envs"
-        results.append({"check": "config_custom_envs", "ok": True})
-    except BaseException:
-        results.append({"check": "config_custom_envs", "ok": False, "error": traceback.format_exc()})
-    yr.finalize()
-    try:  # init -> finalize -> init in one process: a new runtime on the same MPI
+
+    def init_finalize_init():  # init -> finalize -> init in one process: a new runtime on the same MPI
         yr.init()
         assert yr.get(leaf.invoke(7)) == 70
         yr.finalize()
-        results.append({"check": "init_finalize_init", "ok": True})
-    except BaseException:
-        results.append({"check": "init_finalize_init", "ok": False, "error": traceback.format_exc()})
+
+    results.append(checklib.outcome("config_custom_envs", custom_envs))
+    yr.finalize()
+    results.append(checklib.outcome("init_finalize_init", init_finalize_init))
     for result in results:
         result.setdefault("error", "")
-        print("CHECK " + json.dumps(result), flush=True)
+        checklib.report(result)
 
 
 if __name__ == "__main__":
