@@ -2,7 +2,8 @@
 waiting that `yr.get` and `yr.wait` do on refs.
 
 A `Slot` holds the state (pending, then a value or an error), like a concurrent.futures.Future
-without its locks: only the polling thread resolves slots. An ObjectRef sent to another rank
+with less locking: only the polling thread resolves slots, so setting a value takes no lock;
+callbacks, which any thread may add, are swapped under one. An ObjectRef sent to another rank
 arrives without its slot; the first `get` there fetches the value from the owner rank.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +21,7 @@ from .errors import YRTimeoutError, YRTypeError, YRValueError
 
 _MISSING = object()
 _failures = itertools.count(1)  # the order in which slots failed on this rank (arrival order)
+_callbacks_lock = threading.Lock()  # adding a callback (any thread) vs. taking them to run (the resolver)
 
 
 class Slot:
@@ -45,15 +48,22 @@ class Slot:
             self._fire()
 
     def add_callback(self, fn: Callable[[Slot], None]) -> None:
-        """Run fn(slot) once done (at once if already done)."""
-        if self._callbacks is None:
-            self._callbacks = []
-        self._callbacks.append(fn)
+        """Run fn(slot) once done (at once if already done), exactly once.
+
+        The resolver sets the value, then looks for callbacks; this adds the callback, then
+        looks at the value: whichever comes second fires it. Both take the list under the lock,
+        so a callback is run by one of them only."""
+        with _callbacks_lock:
+            if self._callbacks is None:
+                self._callbacks = [fn]
+            else:
+                self._callbacks.append(fn)
         if self.done():
             self._fire()
 
     def _fire(self) -> None:
-        callbacks, self._callbacks = self._callbacks, None
+        with _callbacks_lock:
+            callbacks, self._callbacks = self._callbacks, None
         for fn in callbacks or ():
             fn(self)
 
@@ -178,22 +188,29 @@ def _wait_refs(refs: list[ObjectRef], count: int, deadline: float | None, until_
     rk = _rank.current()
     for ref in refs:
         rk.objects.ensure_fetch(ref)
-    remaining = [count - sum(1 for r in refs if r._slot.done())]
-    if remaining[0] <= 0 or (until_error and any(r._slot.error is not None for r in refs)):
+    pending = [r._slot for r in refs if not r._slot.done()]  # (each slot looked at once: it may finish meanwhile)
+    needed = count - (len(refs) - len(pending))
+    if needed <= 0 or (until_error and any(r._slot.error is not None for r in refs)):
         return
     wake: list[Callable[[], None]] = []
+    # Callbacks run on whichever thread resolves a slot, or on this one (add_callback), at the
+    # same time: each appends (atomic), where a shared `remaining -= 1` could lose a count.
+    arrived: list[Slot] = []
+    failed: list[Slot] = []
+
+    def enough() -> bool:
+        return len(arrived) >= needed or bool(failed)
 
     def one_done(slot: Slot) -> None:
-        remaining[0] -= 1
+        arrived.append(slot)
         if until_error and slot.error is not None:
-            remaining[0] = 0
-        if remaining[0] <= 0 and wake:
+            failed.append(slot)
+        if wake and enough():
             wake[0]()
 
-    for ref in refs:
-        if not ref._slot.done():
-            ref._slot.add_callback(one_done)
-    rk.wait(lambda: remaining[0] <= 0, wake.append, deadline)
+    for slot in pending:
+        slot.add_callback(one_done)  # (at once if it finished since)
+    rk.wait(enough, wake.append, deadline)
 
 
 def get(refs: ObjectRef | list[ObjectRef], timeout: float = 300, allow_partial: bool = False) -> Any:
