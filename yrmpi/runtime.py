@@ -134,6 +134,9 @@ class Runtime:
         self.scheduler, self.groups = roles.scheduler, roles.groups
         roles.liveness.mark_failed = self.wire.failed.update  # a rank declared hung gets no more sends
         self.progress = Progress(self.wire.receive, self.dispatch, self._tick)
+        # The Rank protocol's methods used on every call are the mechanisms' own (no wrapper call):
+        self.encode, self.send_encoded = self.wire.encode, self.wire.send_encoded
+        self.submit, self.kick = self.progress.submit, self.progress.kick
         self._handlers = self._handler_table()
 
     def _bootstrap(self, comm: Any, config: Config | None) -> dict:
@@ -189,18 +192,6 @@ class Runtime:
     def failed_ranks(self) -> set[int]:
         return self.wire.failed
 
-    def encode(self, msg: tuple) -> tuple:
-        return self.wire.encode(msg)
-
-    def send_encoded(self, dest: int, encoded: tuple) -> None:
-        self.wire.send_encoded(dest, *encoded)
-
-    def submit(self, job: Callable[[], None]) -> None:
-        self.progress.submit(job)
-
-    def kick(self) -> None:
-        self.progress.kick()
-
     def poll(self) -> None:
         self.progress.poll()
 
@@ -209,7 +200,7 @@ class Runtime:
         return (self.rank << 40) | next(self._ids)
 
     def send(self, dest: int, msg: tuple) -> None:
-        inst = self.current_instance()
+        inst = getattr(self.context, "instance", None)  # (current_instance, inline: on every result)
         if inst is None or not inst.threads:  # not from inside an instance's call (a result, say)
             self.wire.send(dest, msg)
         else:
@@ -227,11 +218,11 @@ class Runtime:
         if dest == self.rank:
             self.send(dest, msg)
             return
-        payload, buffers = self.wire.encode(msg)
-        if self.wire.waits_for_receiver(payload, buffers):
-            self.progress.submit(partial(self.wire.send_encoded, dest, payload, buffers))
+        encoded = self.wire.encode(msg)
+        if self.wire.waits_for_receiver(*encoded):
+            self.progress.submit(partial(self.wire.send_encoded, dest, encoded))
         else:
-            self.wire.send_encoded(dest, payload, buffers)
+            self.wire.send_encoded(dest, encoded)
 
     def dispatch(self, msg: Any) -> None:
         """Run a message's handler. A handler bug is reported, never allowed to stop polling."""
@@ -342,7 +333,7 @@ class Blocked(Shield):
     __slots__ = ("rt",)
 
     def __init__(self, rt: Runtime) -> None:
-        super().__init__(rt.current_instance())
+        super().__init__(getattr(rt.context, "instance", None))  # (current_instance, inline)
         self.rt = rt
 
     def __enter__(self) -> Any:

@@ -28,7 +28,7 @@ from ..core.errors import (
     error_from_info,
 )
 from ..core.messages import (
-    CODES,
+    CALL,
     Call,
     Construct,
     Create,
@@ -43,13 +43,13 @@ from ..core.messages import (
     Ref,
     Result,
     Terminate,
+    call_form,
 )
 from ..core.options import InvokeOptions
 from ..core.rank import Rank
 from ..core.refs import ObjectRef, Slot, slot_of
 from ..transport.pickling import dumps, loads
 
-CALL = CODES[Call]
 # Cross-layer needs, wired by the runtime: whether any rank could ever hold a demand (cpu,
 # memory, custom) -> the problem or None; and "an instance was created" for the groups.
 Unplaceable = Callable[[int, int, dict], "str | None"]
@@ -376,7 +376,7 @@ class Caller:
             pending.retries_left -= 1
         call_id, refs = pending.call_id, pending.refs
         try:
-            encoded = here.encode(Call(call_id, here.rank, state.iid, method, args, kwargs, nret))
+            encoded = here.encode(call_form(call_id, here.rank, state.iid, method, args, kwargs, nret))
         except Exception as exc:
             raise YRTypeError(
                 f"arguments of {state.cls_name}.{method} cannot be pickled: {exc}"

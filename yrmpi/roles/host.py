@@ -26,7 +26,7 @@ import cloudpickle
 from ..core import errors
 from ..core.errors import InstanceExit, InstanceExitedError, YRRuntimeError, error_info
 from ..core.groups import call_failed
-from ..core.messages import Call, Construct, Drained, Ended, Probe, ProbeResult, Result, Terminate
+from ..core.messages import Call, Construct, Drained, Ended, Probe, ProbeResult, Result, Terminate, result_form
 from ..core.rank import Rank
 from ..core.refs import ObjectRef, get
 from ..transport.interrupt import InstanceTornDown, interrupt, run_interruptible
@@ -73,8 +73,7 @@ class Host:
         self.early: dict[int, list[tuple]] = {}  # calls that overtook their constructor
         self.gone: dict[int, tuple] = {}  # ended instances: error info for late callers
         self.origin = f"rank {here.rank} on {socket.gethostname()}, pid {os.getpid()}"
-        global _serving_pid
-        _serving_pid = os.getpid()
+        _forked[0] = False  # this process serves (a fork before that, a launcher's, does not count)
 
     # -- messages --------------------------------------------------------------------------
     def handlers(self) -> dict[type, Callable[..., None]]:
@@ -198,7 +197,7 @@ class Host:
             if nret == 0:
                 value = None
             try:
-                self.here.send(caller, Result(call_id, True, value))
+                self.here.send(caller, result_form(call_id, True, value))
             except Exception as exc:
                 raise YRRuntimeError(f"the result of {inst.cls_name}.{method} cannot be pickled: {exc}") from exc
         except (InstanceExit, SystemExit) as exc:  # sys.exit() in a call ends the instance, not the rank
@@ -249,7 +248,7 @@ class Host:
             if not ok and inst.ended is not None:
                 msg = Result(call_id, False, inst.ended)
             elif ok:
-                msg = Result(call_id, True, None if nret == 0 else value)
+                msg = result_form(call_id, True, None if nret == 0 else value)
             else:
                 where = f"{inst.cls_name}.{method}, {inst.label} on {self.origin}"
                 msg = Result(call_id, False, error_info(value, self._origin(inst), where))
@@ -334,13 +333,14 @@ def _call_resolved(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
     return value
 
 
-_serving_pid = os.getpid()  # the rank's own process (set again by Host, in case of a fork before)
+_forked = [False]  # True in a child forked from the serving process (no getpid() on every call)
+os.register_at_fork(after_in_child=lambda: _forked.__setitem__(0, True))
 
 
 def _exit_if_forked(code: int) -> None:
     """A process forked inside a call that returns into yrmpi must not touch MPI: its copy of
     the rank's MPI state would corrupt the job (rank 0 crashed on its messages). It ends here."""
-    if os.getpid() != _serving_pid:
+    if _forked[0]:
         os.write(2, b"yrmpi: a process forked inside an instance's call returned into yrmpi; it exits "
                     b"(end forked children with os._exit)\n")
         os._exit(code)

@@ -139,13 +139,13 @@ class Progress:
                     and not done())
 
         try:
-            backoff = Backoff(MIN_SLEEP_S, MAX_SLEEP_S)
-            event = None
+            backoff = event = None  # (made when first needed: most waits of a call loop end spinning)
             while not done():
                 if check is not None:
                     check()
                 if self.poll(MIN_SLEEP_S, done, spinning):
-                    backoff.reset()
+                    if backoff is not None:
+                        backoff.reset()
                     continue
                 now = monotonic()
                 if deadline is not None and now >= deadline:
@@ -157,6 +157,8 @@ class Progress:
                     if arm is not None:
                         arm(event.set)
                     continue  # look again before sleeping: it may be done by now
+                if backoff is None:
+                    backoff = Backoff(MIN_SLEEP_S, MAX_SLEEP_S)
                 sleep = backoff.next()
                 event.wait(sleep if deadline is None else min(sleep, deadline - now))
                 event.clear()

@@ -60,9 +60,11 @@ class Wire:
     def send(self, dest: int, msg: tuple) -> None:
         """Send one message; blocks only while large buffers are handed to MPI."""
         buffers = Buffers()
-        self.send_encoded(dest, dumps(wire_form(msg), buffers), buffers)
+        self.send_encoded(dest, (dumps(wire_form(msg), buffers), buffers))
 
-    def send_encoded(self, dest: int, payload: bytes, buffers: list) -> None:
+    def send_encoded(self, dest: int, encoded: tuple[bytes, list]) -> None:
+        """Send what `encode` made."""
+        payload, buffers = encoded
         if dest == self.rank:  # a copy, as a remote rank would get, without an MPI self-send
             self._local.append(loads(payload, [bytearray(b.raw()) for b in buffers]))
             return
