@@ -9,6 +9,7 @@ import pytest
 from yr_world import Box, _rank_of, world  # noqa: F401
 
 import yrmpi as yr
+from yrmpi.core import rank as rank_mod
 
 
 @yr.invoke
@@ -72,3 +73,90 @@ def test_function_groups_of_a_class_and_of_a_function(world):
     with pytest.raises(ValueError, match="divisible"):
         yr.fcc.create_function_group(Box, args=(), group_size=3, options=opts)
     assert yr.fcc.get_function_group_context().world_size == 0
+
+
+def _two_node_world(nodes):
+    from loopback import LoopWorld
+
+    w = LoopWorld(len(nodes) + 1, nodes=nodes)
+    w.driver()
+    return w
+
+
+def _node_of(w, handle):
+    return w.scheduler.placement.node_of(_rank_of(w, handle))
+
+
+def test_a_resource_group_waits_for_room_and_fails_at_once_only_when_it_can_never_fit(world):
+    hog = Box.options(yr.InvokeOptions(cpu=1000, memory=100)).invoke("hog")  # 3 host ranks of 1000 millicores
+    yr.get(hog.tag_of.invoke(), timeout=5)
+    later = yr.create_resource_group([{"CPU": 1000}] * 3, "later")
+    with pytest.raises(yr.YRTimeoutError, match="the request stands"):
+        later.wait(1)
+    hog.terminate(is_sync=True)
+    world.run()
+    later.wait(5)  # the hog's capacity came back: reserved now
+    assert yr.resources()["total"]["cpu_used"] == 3000
+    yr.remove_resource_group(later)
+    world.run()
+    blocked = yr.create_resource_group([{"CPU": 1000}] * 3, "blocked")
+    blocked.wait(5)
+    waiting = yr.create_resource_group([{"CPU": 1000}], "waiting")
+    yr.remove_resource_group(waiting)  # withdrawn before it got room: its wait says so
+    with pytest.raises(RuntimeError, match="removed before"):
+        waiting.wait(5)
+    with pytest.raises(RuntimeError, match="even with every rank of the job free"):
+        yr.create_resource_group([{"CPU": 1000}] * 2, "one-node", strategy="STRICT_SPREAD").wait(5)
+
+
+def test_strict_pack_waits_for_one_node_with_room_for_every_bundle():
+    w = _two_node_world(["a", "b", "b"])
+    try:
+        hog = Box.options(yr.InvokeOptions(cpu=1000, memory=100)).invoke("hog")
+        yr.get(hog.tag_of.invoke(), timeout=5)
+        assert _node_of(w, hog) == "b", "the roomiest node"
+        rg = yr.create_resource_group([{"CPU": 500}] * 3, "trio", strategy="STRICT_PACK")
+        with pytest.raises(yr.YRTimeoutError):  # 1,000 millicores free on each node: neither holds 1,500
+            rg.wait(1)
+        hog.terminate(is_sync=True)
+        w.run()
+        rg.wait(5)
+        assert {w.scheduler.placement.node_of(b.rank) for b in w.scheduler.rgroups["trio"]} == {"b"}
+    finally:
+        rank_mod.install(None)
+
+
+def test_function_group_bundles_share_a_node_and_free_it_when_they_end():
+    w = _two_node_world(["a", "b", "b", "a"])  # two nodes of two ranks, not in node order
+    try:
+        hog = Box.options(yr.InvokeOptions(cpu=1000, memory=100)).invoke("hog")  # one rank of one node busy
+        yr.get(hog.tag_of.invoke(), timeout=5)
+        opts = yr.FunctionGroupOptions(cpu=500, memory=100, scheduling_affinity_each_bundle_size=2)
+        handler = yr.fcc.create_function_group(Box, args=("m",), group_size=4, options=opts)
+        assert yr.get(handler.tag_of.invoke(), timeout=5) == ["m"] * 4
+        nodes = [_node_of(w, handler[i]) for i in range(4)]
+        assert nodes[0] == nodes[1] and nodes[2] == nodes[3], nodes
+        handler.terminate()
+        w.run()
+        assert not [name for name in w.scheduler.rgroups if name.startswith("fcc-")], "bundles freed with their members"
+        too_big = yr.FunctionGroupOptions(cpu=1000, memory=100, scheduling_affinity_each_bundle_size=3)
+        with pytest.raises(RuntimeError, match="STRICT_PACK"):
+            yr.fcc.create_function_group(Box, args=(), group_size=3, options=too_big)
+    finally:
+        rank_mod.install(None)
+
+
+def test_group_strategy_spreads_or_packs_its_members():
+    w = _two_node_world(["a", "a", "b", "b"])
+    try:
+        members = [Box.options(yr.InvokeOptions(cpu=200, memory=50, group_name="s")).invoke(i) for i in range(2)]
+        g = yr.Group("s", yr.GroupOptions(strategy="SPREAD"))
+        g.invoke()
+        g.wait()
+        assert len({_node_of(w, m) for m in members}) == 2
+        with pytest.raises(ValueError, match="create_resource_group"):
+            yr.Group("x", yr.GroupOptions(strategy="STRICT_SPREAD"))
+        with pytest.raises(ValueError, match="unknown"):
+            yr.Group("x", yr.GroupOptions(strategy="SIDEWAYS"))
+    finally:
+        rank_mod.install(None)

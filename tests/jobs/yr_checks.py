@@ -133,9 +133,9 @@ class Member:
 
 @check
 def function_group_with_collectives():
-    opts = yr.FunctionGroupOptions(cpu=300, memory=128, scheduling_affinity_each_bundle_size=1)
-    handler = yr.fcc.create_function_group(Member, args=(), group_size=3, options=opts)
-    assert yr.get(handler.reduce.invoke(2), timeout=60) == [(0, 3, 6.0), (1, 3, 6.0), (2, 3, 6.0)]
+    opts = yr.FunctionGroupOptions(cpu=300, memory=128, scheduling_affinity_each_bundle_size=2)
+    handler = yr.fcc.create_function_group(Member, args=(), group_size=4, options=opts)  # two bundles of 2
+    assert yr.get(handler.reduce.invoke(2), timeout=60) == [(r, 4, 8.0) for r in range(4)]
     handler.terminate()
 
 

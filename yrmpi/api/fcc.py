@@ -19,8 +19,10 @@ from typing import Any
 
 from .. import runtime as _rt
 from ..core.errors import YRRuntimeError, YRValueError
-from ..core.options import FunctionGroupOptions, InvokeOptions
+from ..core.messages import RgRemove
+from ..core.options import FunctionGroupOptions, InvokeOptions, ResourceGroupOptions
 from ..core.refs import ObjectRef
+from .groups import create_resource_group
 from .handles import FunctionProxy, InstanceCreator, InstanceHandle, _check_options, _owner
 
 __all__ = ["FunctionGroupContext", "FunctionGroupHandler", "FunctionGroupMethodProxy", "FunctionGroupOptions",
@@ -128,20 +130,63 @@ def create_function_group(wrapper: Any, args: tuple = (), group_size: int = 1,
         cls_key, label, init_args = "yrmpi:fcc-task", f"{wrapper.__name__}[{group}]", (wrapper.__wrapped__,)
     else:
         raise YRRuntimeError("function is not wrapped by @yr.invoke or @yr.instance")
-    handles = []
+    bundles = _reserve_bundles(group, group_size, bundle, opts, options.timeout) if bundle and bundle > 1 else []
+    handles, states = [], []
     for rank_id in range(group_size):
         member = copy.copy(opts)  # (its constructor reads its rank from its environment)
         member.env_vars = {**opts.env_vars, ENV_RANK: str(rank_id), ENV_SIZE: str(group_size)}
+        if bundles:
+            member.resource_group_options = ResourceGroupOptions(bundles[rank_id // bundle], rank_id % bundle)
         state = rt.caller.create(cls, cls_key, methods, tuple(init_args), {}, member, owner, label=label)
         handle = InstanceHandle(state)
+        states.append(state)
         rt.caller.call(state, "__setattr__", (CONTEXT_ATTR, (rank_id, group_size, group)), {}, 1)
         handles.append(handle)
+    for k, name in enumerate(bundles):
+        _free_with_last_member(states[k * bundle:(k + 1) * bundle], name)
     if isinstance(wrapper, InstanceCreator):
         return FunctionGroupHandler(handles)
     refs = [h.run.invoke(*args) for h in handles]
     for h, ref in zip(handles, refs):
         _end_after(h, ref)
     return refs
+
+
+def _reserve_bundles(group: str, group_size: int, bundle: int, opts: InvokeOptions, timeout: int | None) -> list[str]:
+    """`scheduling_affinity_each_bundle_size`: the members of one bundle share a node. Each
+    bundle is a STRICT_PACK resource group of its members' capacity, reserved before they are
+    created (waiting for room up to the options' timeout; refused at once if no node could ever
+    hold it); each is removed when its last member has ended."""
+    spec = {"CPU": opts.cpu, "Memory": opts.memory, **opts.custom_resources}
+    names = []
+    for k in range(group_size // bundle):
+        rg = create_resource_group([dict(spec) for _ in range(bundle)], f"{group}-bundle{k}", "STRICT_PACK")
+        try:
+            rg.wait(-1 if timeout is None else timeout)
+        except BaseException:
+            for name in [*names, rg.name]:
+                _remove_later(name)
+            raise
+        names.append(rg.name)
+    return names
+
+
+def _remove_later(name: str) -> None:
+    """Free a resource group without waiting for the answer (from any thread, the poller's too)."""
+    rt = _rt.current()
+    rt.send(0, RgRemove(rt.new_id(), rt.rank, name))
+
+
+def _free_with_last_member(states: list, name: str) -> None:
+    left = [len(states)]
+
+    def ended(_state: Any) -> None:
+        left[0] -= 1  # (hooks run on the polling thread: one at a time)
+        if left[0] == 0:
+            _remove_later(name)
+
+    for state in states:
+        state.on_end = (state.on_end or []) + [ended]
 
 
 def _end_after(handle: InstanceHandle, ref: Any) -> None:

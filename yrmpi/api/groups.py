@@ -51,7 +51,10 @@ class ResourceGroup:
         return self.name
 
     def wait(self, timeout_seconds: int | None = None) -> None:
-        """Until the scheduler has reserved every bundle (RuntimeError if it cannot; -1/None: forever)."""
+        """Until the scheduler has reserved every bundle: at once if they fit, else when enough
+        capacity is given back (-1/None: for ever). RuntimeError if they can never fit (not even
+        in an empty job) or the group was removed; YRTimeoutError (a RuntimeError) at the
+        timeout, the request still standing: wait again, or withdraw it (remove_resource_group)."""
         timeout = -1 if timeout_seconds is None else timeout_seconds
         if timeout < -1:
             raise YRValueError("Parameter 'timeout_seconds' should be greater than or equal to -1 (no timeout)")
@@ -59,7 +62,9 @@ class ResourceGroup:
         if self._slot is not None:
             deadline = None if timeout == -1 else time.monotonic() + timeout
             if not wait_slot(self._slot, deadline):
-                raise YRTimeoutError(f"resource group {self.name!r} was not created in {timeout} s")
+                raise YRTimeoutError(
+                    f"resource group {self.name!r} was not created in {timeout} s: its bundles do not fit in "
+                    "the free capacity yet; the request stands (wait() again, or remove_resource_group)")
             self._result = self._slot.result()
             rt.replies.forget(self.request_id)
             self._slot = None
@@ -119,6 +124,19 @@ def remove_resource_group(resource_group: str | ResourceGroup) -> None:
 
 
 # -- yr.Group -------------------------------------------------------------------------------------
+_GROUP_POLICIES = {"": None, "PACK": "pack", "SPREAD": "spread"}
+
+
+def _group_policy(strategy: str) -> str | None:
+    """GroupOptions.strategy as the members' placement policy (None: as each member says)."""
+    key = (strategy or "").upper() if isinstance(strategy, str) else strategy
+    if key in ("STRICT_PACK", "STRICT_SPREAD"):
+        raise YRValueError(f"GroupOptions.strategy={strategy!r}: a yr.Group places its members by preference only; "
+                           f"reserve them with yr.create_resource_group(bundles, strategy={key!r}) and "
+                           "InvokeOptions.resource_group_options")
+    if key not in _GROUP_POLICIES:
+        raise YRValueError(f"GroupOptions.strategy={strategy!r} is unknown; valid: 'PACK', 'SPREAD' (or '')")
+    return _GROUP_POLICIES[key]
 _members: dict[str, list[InstanceState]] = {}  # group name -> members created with it, not invoked yet
 
 
@@ -134,6 +152,7 @@ class Group:
     def __init__(self, group_name: str = "", group_opts: GroupOptions | None = None) -> None:
         self.group_name = group_name
         self.group_opts = group_opts or GroupOptions()
+        self._policy = _group_policy(self.group_opts.strategy)
         self._states: list[InstanceState] = []
         self._saved: list[dict | None] = []
         self._quiet = False  # ending members on purpose: no shared-fate cascade
@@ -146,6 +165,8 @@ class Group:
         for state in self._states:
             if self.group_opts.same_lifecycle:
                 state.on_end = (state.on_end or []) + [self._member_ended]
+            if self._policy is not None and state.create is not None:  # (the creation not sent yet)
+                state.create = state.create._replace(spec=state.create.spec._replace(policy=self._policy))
             rt.caller.submit_create(state)
 
     def _member_ended(self, state: InstanceState) -> None:

@@ -45,7 +45,8 @@ class ResourceGroupOptions:
 @dataclass
 class GroupOptions:
     """A `yr.Group`: `timeout` (s, -1 forever) for its members to be up at `wait`; `same_lifecycle`:
-    one member's end ends them all; `strategy` is accepted (placement packs an owner's instances)."""
+    one member's end ends them all; `strategy`: "PACK" (as few nodes as possible) or "SPREAD"
+    (across nodes) for every member; "" leaves each member's own placement."""
 
     timeout: int = -1
     same_lifecycle: bool = True

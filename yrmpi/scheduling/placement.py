@@ -395,6 +395,22 @@ class Placement:
         self._apply(r, demand, group, -1)
         return r.rank
 
+    def place_on_node(self, demand: Demand, node: str, group: Hashable | None = None) -> int | None:
+        """Reserve ``demand`` on a live rank of ``node`` (best fit); None if it has no room."""
+        n = self._nodes.get(node)
+        units = demand._units  # type: ignore[attr-defined]
+        if n is None or not n.by_free or not n.may_fit(demand.cpu, demand.memory, units):
+            return None
+        r = self._best_fit(n, demand, units)
+        if r is None:
+            return None
+        self._apply(r, demand, group, -1)
+        return r.rank
+
+    def nodes_by_free_cpu(self) -> list[str]:
+        """Live nodes, the most free cpu first (ties: declaration order)."""
+        return [self._node_list[-neg_index].name for _, neg_index in reversed(self._order)]
+
     def release(self, rank: int, demand: Demand, group: Hashable | None = None) -> None:
         """Give back a reservation made by :meth:`place` on ``rank``.
 

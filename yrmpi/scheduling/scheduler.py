@@ -87,6 +87,63 @@ class Bundle:
 RG_STRATEGIES = ("", "NONE", "PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
+@dataclass
+class PendingRg:
+    """A resource group asked for whose bundles do not fit yet."""
+
+    req_id: int
+    requester: int
+    name: str
+    bundles: list  # (cpu, memory, custom) each
+    strategy: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Its bundles' group in placement (kept together or apart by the strategy)."""
+        return ("rg", self.name)
+
+
+def _rg_place(placement: Placement, request: PendingRg) -> tuple[list[Bundle], str | None]:
+    """Reserve every bundle of a resource group in `placement` by its strategy: the bundles, or
+    ([], why not) with nothing reserved. PACK and SPREAD are preferences; STRICT_PACK takes the
+    roomiest node that holds them all, STRICT_SPREAD one node per bundle."""
+    if request.strategy == "STRICT_PACK":
+        for node in placement.nodes_by_free_cpu():
+            placed, _ = _rg_place_each(placement, request, lambda d, n=node: placement.place_on_node(d, n, request.key))
+            if placed:
+                return placed, None
+        return [], "STRICT_PACK: no node has room for all the bundles"
+    policy = "spread" if "SPREAD" in request.strategy else "pack"
+    placed, problem = _rg_place_each(placement, request, lambda d: placement.place(d, group=request.key,
+                                                                                 policy=policy))
+    if problem is None and request.strategy == "STRICT_SPREAD":
+        nodes = {placement.node_of(b.rank) for b in placed}
+        if len(nodes) < len(placed):
+            _rg_release(placement, request, placed)
+            return [], f"STRICT_SPREAD: {len(placed)} bundles but only {len(nodes)} nodes have room"
+    return placed, problem
+
+
+def _rg_place_each(placement: Placement, request: PendingRg,
+                   place: Callable[[Demand], int | None]) -> tuple[list[Bundle], str | None]:
+    placed: list[Bundle] = []
+    for index, (cpu, memory, custom) in enumerate(request.bundles):
+        demand = Demand(cpu, memory, custom)
+        problem = placement.explain_unplaceable(demand)
+        rank = None if problem else place(demand)
+        if rank is None:
+            _rg_release(placement, request, placed)
+            return [], problem or (f"bundle {index} ({cpu} millicores, {memory} MB, {custom or 'no custom'}) "
+                                   "does not fit in the free capacity")
+        placed.append(Bundle(index, rank, demand, cpu, memory, dict(custom), group=request.name))
+    return placed, None
+
+
+def _rg_release(placement: Placement, request: PendingRg, placed: list[Bundle]) -> None:
+    for b in placed:
+        placement.release(b.rank, b.demand, group=request.key)
+
+
 class RecordWatcher(Protocol):
     """Another role of rank 0 that follows the records (the group registry)."""
 
@@ -115,6 +172,7 @@ class Scheduler:
         self.watchers: list[RecordWatcher] = []  # the runtime adds the group registry
         self._rank_labels: dict[int, dict] = {}  # affinity: each host rank's labels
         self.rgroups: dict[str, list[Bundle]] = {}  # resource groups: name -> bundles
+        self.rg_pending: dict[str, PendingRg] = {}  # resource groups waiting for room, in request order
 
     def handlers(self) -> dict[type, Callable[..., None]]:
         return {Create: self.on_create, Ended: self.on_ended, Kill: self.on_kill, Lookup: self.on_lookup,
@@ -216,41 +274,55 @@ class Scheduler:
 
     # -- resource groups -------------------------------------------------------------------
     def on_rg_create(self, req_id: int, requester: int, name: str, bundles: list, strategy: str) -> None:
+        """Reserve every bundle at once, or none: as soon as they fit (the request waits for room,
+        as yr's does), or fail at once when they could not fit even in an empty job."""
         strategy = (strategy or "").upper()
-        if name in self.rgroups:
+        if name in self.rgroups or name in self.rg_pending:
             self.here.send(requester, Reply(req_id, f"resource group {name!r} already exists"))
             return
         if strategy not in RG_STRATEGIES:
             self.here.send(requester, Reply(req_id, f"unknown strategy {strategy!r}; valid: {RG_STRATEGIES[2:]}"))
             return
-        policy = "spread" if "SPREAD" in strategy else "pack"
-        placed: list[Bundle] = []
-        problem = None
-        for index, (cpu, memory, custom) in enumerate(bundles):
-            demand = Demand(cpu, memory, custom)
-            problem = self.placement.explain_unplaceable(demand)
-            rank = None if problem else self.placement.place(demand, group=("rg", name), policy=policy)
-            if rank is None:
-                problem = problem or (f"bundle {index} ({cpu} millicores, {memory} MB, {custom or 'no custom'}) "
-                                      "does not fit in the free capacity now")
-                break
-            placed.append(Bundle(index, rank, demand, cpu, memory, dict(custom), group=name))
-        if problem is None:
-            nodes = [self.placement.node_of(b.rank) for b in placed]
-            if strategy == "STRICT_PACK" and len(set(nodes)) > 1:
-                problem = f"STRICT_PACK: the bundles do not fit on one node (they would span {sorted(set(nodes))})"
-            elif strategy == "STRICT_SPREAD" and len(set(nodes)) < len(nodes):
-                problem = f"STRICT_SPREAD: {len(nodes)} bundles but only {len(set(nodes))} nodes have room"
+        request = PendingRg(req_id, requester, name, bundles, strategy)
+        never = self._rg_never_fits(request)
+        if never is not None:
+            self.here.send(requester, Reply(req_id, f"cannot create resource group {name!r}: {never}"))
+        elif not self._rg_reserve(request):
+            self.rg_pending[name] = request  # tried again whenever capacity is given back
+
+    def _rg_never_fits(self, request: PendingRg) -> str | None:
+        """Why the bundles fit in no state of the job (every live rank empty), or None."""
+        empty = Placement([cap for cap in self.here.settings["capacity"] if self.placement.is_alive(cap.rank)])
+        _, problem = _rg_place(empty, request)
+        return None if problem is None else f"{problem}, even with every rank of the job free"
+
+    def _rg_reserve(self, request: PendingRg) -> bool:
+        """Reserve the bundles now if they fit (and answer the requester); False if not yet."""
+        placed, problem = _rg_place(self.placement, request)
         if problem is not None:
-            for b in placed:
-                self.placement.release(b.rank, b.demand, group=("rg", name))
-            self.here.send(requester, Reply(req_id, f"cannot create resource group {name!r}: {problem}"))
-            return
-        self.rgroups[name] = placed
+            return False
+        self.rgroups[request.name] = placed
         self.last_change = self.here.clock()
-        self.here.send(requester, Reply(req_id, None))
+        self.here.send(request.requester, Reply(request.req_id, None))
+        return True
+
+    def _retry_rgs(self) -> None:
+        """Capacity came back: the waiting resource groups, oldest first, take what now fits;
+        one that can no longer fit at all (its ranks died) fails."""
+        for name, request in list(self.rg_pending.items()):
+            never = self._rg_never_fits(request)
+            if never is not None:
+                del self.rg_pending[name]
+                self.here.send(request.requester, Reply(request.req_id, f"cannot create resource group {name!r}: "
+                                                                         f"{never}"))
+            elif self._rg_reserve(request):
+                del self.rg_pending[name]
 
     def on_rg_remove(self, req_id: int, requester: int, name: str) -> None:
+        waiting = self.rg_pending.pop(name, None)
+        if waiting is not None:  # removed while it waited for room: its wait() fails
+            self.here.send(waiting.requester, Reply(waiting.req_id, f"resource group {name!r} was removed "
+                                                                    "before its bundles could be reserved"))
         bundles = self.rgroups.pop(name, None)
         if bundles is not None:
             for rec in [r for r in self.records.values() if r.bundle is not None and r.bundle.group == name]:
@@ -319,6 +391,9 @@ class Scheduler:
         return True
 
     def _retry_waiting(self) -> None:
+        """Capacity was given back or ranks died: what waits for room tries again."""
+        if self.rg_pending:
+            self._retry_rgs()
         still = []
         for rec in self.waiting:
             if rec.state == "waiting" and not self._try_place(rec):
