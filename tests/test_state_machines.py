@@ -145,6 +145,26 @@ def test_an_instance_with_a_restart_left_comes_back_on_another_rank(make_world):
     assert hosted(world, iid_of(h)) == [2]
 
 
+def test_an_instance_killed_to_restart_comes_back_and_one_without_restarts_ends(make_world):
+    world = make_world(3)
+    h = Worker.options(yr.InvokeOptions(recover_retry_times=1)).invoke()
+    assert yr.get([h.bump.invoke(), h.bump.invoke()], timeout=5) == [(1, 1), (1, 2)]
+    driver = world.ranks[0]
+
+    driver.send(0, m.Kill(iid_of(h), "killed to restart", False, 0, False, True))  # ray.kill(no_restart=False)
+    world.run()
+
+    rec = world.scheduler.records[iid_of(h)]
+    assert rec.state == "placed" and rec.restarts == 1
+    assert yr.get(h.bump.invoke(), timeout=5)[1] == 1, "a new incarnation: its constructor ran again"
+    assert cpu_used(world) == 500, "the old incarnation's capacity was given back"
+
+    driver.send(0, m.Kill(iid_of(h), "again", False, 0, False, True))  # no restart left: it ends
+    world.run()
+    assert iid_of(h) not in world.scheduler.records
+    assert cpu_used(world) == 0
+
+
 def test_an_instance_without_restarts_ends_with_its_rank(make_world):
     world = make_world(3)
     h = Worker.invoke()

@@ -70,13 +70,15 @@ class InstanceEnded(NamedTuple):
 
 
 class Kill(NamedTuple):
-    """any -> scheduler: end an instance (and its children); `sync` wants a Reply."""
+    """any -> scheduler: end an instance (and its children); `sync` wants a Reply; `restart`:
+    it comes back once ended, if it has restarts left (`ray.kill(no_restart=False)`)."""
 
     iid: int
     reason: str
     graceful: bool
     requester: int
     sync: bool
+    restart: bool = False
 
 
 class Lookup(NamedTuple):

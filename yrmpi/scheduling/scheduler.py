@@ -58,6 +58,7 @@ class Record:
     kill_waiters: list[int] = field(default_factory=list)
     name_waiters: list[tuple[int, int]] = field(default_factory=list)
     bundle: Bundle | None = None  # placed inside a resource group's bundle (its capacity, not placement's)
+    restart_when_ended: bool = False  # killed with a restart (Kill.restart): comes back once ended
 
 
 @dataclass
@@ -326,7 +327,7 @@ class Scheduler:
         bundles = self.rgroups.pop(name, None)
         if bundles is not None:
             for rec in [r for r in self.records.values() if r.bundle is not None and r.bundle.group == name]:
-                self.on_kill(rec.iid, f"its resource group {name!r} was removed", False, 0, False)
+                self.on_kill(rec.iid, f"its resource group {name!r} was removed", False, 0, False, False)
             for b in bundles:
                 b.removed = True
                 if self.placement.is_alive(b.rank):
@@ -447,8 +448,16 @@ class Scheduler:
     # -- ending ----------------------------------------------------------------------------
     def on_ended(self, iid: int, code: int, reason: str, draining: bool) -> None:
         rec = self.records.get(iid)
-        if rec is not None:
-            self._end_record(rec, code, reason, draining=draining)
+        if rec is None:
+            return
+        if rec.restart_when_ended and rec.state == "placed" and rec.restarts < rec.spec.recover:
+            # Killed to come back: its capacity is given back at once, even while an interrupted
+            # call still returns (the new incarnation may need it on the same rank).
+            self._release(rec)
+            self._restart(rec, f"{rec.cls} instance {rec.iid:x} was killed to restart")
+            self._retry_waiting()
+            return
+        self._end_record(rec, code, reason, draining=draining)
 
     def on_drained(self, iid: int) -> None:
         """A call that outlived its instance returned: the rank's capacity is free again."""
@@ -458,7 +467,7 @@ class Scheduler:
             self.last_change = self.here.clock()
             self._retry_waiting()
 
-    def on_kill(self, iid: int, reason: str, graceful: bool, requester: int, sync: bool) -> None:
+    def on_kill(self, iid: int, reason: str, graceful: bool, requester: int, sync: bool, restart: bool) -> None:
         rec = self.records.get(iid)
         if rec is None or rec.state == "ended":
             if sync:
@@ -466,6 +475,7 @@ class Scheduler:
             return
         if sync:
             rec.kill_waiters.append(requester)
+        rec.restart_when_ended = restart and rec.state == "placed"
         if rec.state == "waiting":
             self.waiting.remove(rec)
             self._end_record(rec, errors.ERR_INSTANCE_EXITED, reason, fail_creation=True)
@@ -504,7 +514,7 @@ class Scheduler:
         for child_iid in list(rec.children):
             child = self.records.get(child_iid)
             if child is not None and not child.spec.detached:
-                self.on_kill(child_iid, f"its owner {rec.cls} ended ({reason})", False, 0, False)
+                self.on_kill(child_iid, f"its owner {rec.cls} ended ({reason})", False, 0, False, False)
         del self.records[rec.iid]
         self._retry_waiting()
 
@@ -554,22 +564,30 @@ class Scheduler:
             del self.draining[rec.iid]
         for rec in [r for r in self.records.values() if r.state == "placed" and r.rank in dead]:
             reason = f"{rec.cls} instance {rec.iid:x} died with rank {rec.rank} (process failure)"
-            for child in list(rec.children):
-                self.on_kill(child, f"its owner {rec.cls} died with rank {rec.rank}", False, 0, False)
             if rec.restarts < rec.spec.recover:
-                rec.restarts += 1
-                rec.state, rec.rank, rec.waiting_since = "waiting", None, self.here.clock()
-                rec.deadline = math.inf
-                for watcher in self.watchers:
-                    watcher.member_restarted(rec)
-                if not self._try_place(rec):
-                    self.waiting.append(rec)
+                self._restart(rec, reason)
                 continue
+            for child in list(rec.children):
+                self.on_kill(child, f"its owner {rec.cls} died with rank {rec.rank}", False, 0, False, False)
             for dest in self._live_ranks():  # every holder of a handle fails what waits on it
                 self.here.send(dest, Gone(rec.iid, errors.ERR_INSTANCE_EXITED, reason))
             self._end_record(rec, errors.ERR_INSTANCE_EXITED, reason)
         self.last_change = self.here.clock()
         self._retry_waiting()
+
+    def _restart(self, rec: Record, reason: str) -> None:
+        """A placed instance comes back (recover_retry_times): its children end, as they would
+        with their owner, and it waits for a rank again; every caller is told where it went."""
+        for child in list(rec.children):
+            self.on_kill(child, f"its owner ended: {reason}", False, 0, False, False)
+        rec.restarts += 1
+        rec.restart_when_ended = False
+        rec.state, rec.rank, rec.waiting_since = "waiting", None, self.here.clock()
+        rec.deadline = math.inf
+        for watcher in self.watchers:
+            watcher.member_restarted(rec)
+        if not self._try_place(rec):
+            self.waiting.append(rec)
 
     def end_all(self, reason: str) -> None:
         for rec in list(self.records.values()):
