@@ -65,7 +65,7 @@ from .errors import CollectiveError, CollectiveMismatchError, GroupChangedError,
 from .fast import FastAllreduce
 from .membership import MAX_COMMS as MAX_COMMS
 from .membership import Collectives as Collectives
-from .ops import OPS, array_key, array_problem, contiguous, op_problem
+from .ops import OPS, array_key, array_problem, contiguous, op_problem, root_problem
 from .waiting import BANDWIDTH as BANDWIDTH
 from .waiting import FAST_S as FAST_S
 from .waiting import FAST_SLEEP_S as FAST_SLEEP_S
@@ -157,10 +157,8 @@ def broadcast(x: Any = None, root: int = 0, group: str | None = None) -> Any:
         if _tensors.plain(x):
             return _tensors.broadcast(broadcast, x, root, group)
         _tensors.pickled("broadcast", x)
-    problem = None
-    if isinstance(root, bool) or not isinstance(root, int) or root < 0:
-        problem = f"root must be a group rank (int >= 0), got {root!r}"
-    elif isinstance(x, np.ndarray):
+    problem = root_problem(root)
+    if problem is None and isinstance(x, np.ndarray):
         problem = array_problem(x, None)
         x = contiguous(x)
     return run("broadcast", group, ("broadcast", root), x, problem, functools.partial(broadcast_value, root))

@@ -11,17 +11,19 @@ from __future__ import annotations
 import functools
 import itertools
 import pickle
+import sys
 from typing import Any
 
 import numpy as np
 
 from ..core.errors import YRTypeError, YRValueError
 from ..transport.wire import dumps
+from . import device
+from .device import buffer, copy_into, fits, is_direct
 from .epoch import Epoch, Failed
 from .errors import CollectiveError, CollectiveMismatchError
 from .membership import Collectives, Member
 from .ops import PYOPS, UFUNCS, array_key, mpi, mpi_op, mpi_type, signature
-from .tensors import from_header
 
 HEADER_BYTES = 256  # broadcast header (dtype and shape, or object size)
 
@@ -45,6 +47,8 @@ def distribute(value: np.ndarray, outs: list) -> list:
 # -- allreduce --------------------------------------------------------------------------------
 def allreduce_arrays(op: str, coll: Collectives, ec: Epoch, inst: Member, items: list, seq: int) -> list:
     """items: (x, out or None) per local member."""
+    if any(is_direct(x) for x, _ in items):  # a CUDA tensor for a CUDA-aware MPI (collective/device.py)
+        return device.allreduce(op, coll, ec, inst, items, seq)
     x0 = items[0][0]
     key = array_key("allreduce", x0, op)
     mop = mpi_op(op, x0.dtype)
@@ -166,6 +170,8 @@ def broadcast_header(x: Any) -> tuple[np.ndarray, Any]:
     others what to receive into (an array's dtype and shape, or a pickle's size)."""
     if isinstance(x, np.ndarray):  # (a tensor's view names its torch dtype: collective/tensors.py)
         meta, data = ("array", x.dtype.str, x.shape, getattr(x, "torch_dtype", None)), x
+    elif is_direct(x):  # its memory goes to MPI (collective/device.py)
+        meta, data = ("array", device.np_dtype(x).str, tuple(x.shape), str(x.dtype)[6:]), x.contiguous()
     else:
         data = np.frombuffer(dumps(x), dtype=np.uint8)
         meta = ("object", data.size)
@@ -196,11 +202,11 @@ def broadcast_value(root: int, coll: Collectives, ec: Epoch, inst: Member, items
         if local_root is None:
             if meta[0] == "array":
                 shape, dtype = meta[2], np.dtype(meta[1])
-                mine = [x for x in items if isinstance(x, np.ndarray) and x.shape == shape and x.dtype == dtype]
+                mine = [x for x in items if fits(x, shape, dtype) and (isinstance(x, np.ndarray) or x.is_contiguous())]
                 data = mine[0] if mine else np.empty(shape, dtype=dtype)
             else:
                 data = np.empty(meta[1], dtype=np.uint8)
-        coll.mpi_wait(comm.Ibcast(data, croot), ec, inst, data.nbytes, (data,))
+        coll.mpi_wait(comm.Ibcast(buffer(data) if is_direct(data) else data, croot), ec, inst, data.nbytes, (data,))
     else:
         meta = pickle.loads(head.tobytes())
     if meta[0] == "object":
@@ -208,25 +214,40 @@ def broadcast_value(root: int, coll: Collectives, ec: Epoch, inst: Member, items
         return [items[i] if i == local_root else pickle.loads(blob) for i in range(len(items))]
     results: list = []
     spare = local_root is None and not any(x is data for x in items)  # we allocated `data`: give it away once
+    shape, dtype = tuple(meta[2]), np.dtype(meta[1])
     for i, x in enumerate(items):
         if i == local_root or x is data:
             results.append(x)
-        elif isinstance(x, np.ndarray):
-            if x.shape != data.shape or x.dtype != data.dtype:
+        elif isinstance(x, np.ndarray) or is_direct(x):
+            if not fits(x, shape, dtype):
                 results.append(Failed(CollectiveMismatchError(
-                    f"broadcast: the root sent {data.dtype}{list(data.shape)} but this member passed "
+                    f"broadcast: the root sent {dtype}{list(shape)} but this member passed "
                     f"{x.dtype}{list(x.shape)} to receive into")))
-            else:
+            elif isinstance(x, np.ndarray) and isinstance(data, np.ndarray):
                 np.copyto(x, data)
                 results.append(x)
+            else:
+                results.append(copy_into(x, data))
         elif spare:
             results.append(data)
             spare = False
         else:
-            results.append(data.copy())
+            results.append(data.clone() if is_direct(data) else data.copy())
+    if is_direct(data):
+        device.sync(data)
     if meta[3]:  # the root sent a tensor: members that passed None get one
         results = [from_header(r, meta[3]) if items[i] is None else r for i, r in enumerate(results)]
     return results
+
+
+def from_header(arr: Any, torch_dtype: str | None) -> Any:
+    """What a member that passed None gets from a broadcast whose root sent a tensor."""
+    if not torch_dtype or "torch" not in sys.modules or not isinstance(arr, np.ndarray):
+        return arr
+    import torch
+
+    t = torch.from_numpy(np.asarray(arr))
+    return t.view(torch.bfloat16) if torch_dtype == "bfloat16" else t
 
 
 # -- barrier and the raw communicator ---------------------------------------------------------

@@ -58,6 +58,13 @@ def op_problem(op: Any) -> str | None:
     return None if op in OPS else f"op must be one of {', '.join(OPS)}; got {op!r}"
 
 
+def root_problem(root: Any) -> str | None:
+    """Why `root` is no group rank (None: it is one)."""
+    if isinstance(root, bool) or not isinstance(root, int) or root < 0:
+        return f"root must be a group rank (int >= 0), got {root!r}"
+    return None
+
+
 def array_problem(x: np.ndarray, op: str | None) -> str | None:
     """Why this array cannot take part in a collective with this op (None: it can); cached."""
     if op is not None and not isinstance(op, str):

@@ -8,10 +8,9 @@ memory, and its result comes back as a tensor.
 - bfloat16 and float16 are reduced in float32 (one rounding at the end, not one per step of
   the reduction) and converted back; bfloat16 moves bit for bit as int16 where no arithmetic
   is done (broadcast, allgather).
-- CUDA tensors are staged through host memory (copied to the CPU, reduced there, copied
-  back): the collectives run on host buffers, and `cuda_aware()` says whether the MPI library
-  could take device memory (Open MPI's MPIX_Query_cuda_support). On GPUs, use the torch
-  process group of `yrmpi.torch` (NCCL) for tensors on the device.
+- CUDA tensors go to MPI as they are when the MPI library is CUDA-aware (allreduce and
+  broadcast; collective/device.py decides, once per process); otherwise they are staged
+  through host memory (copied to the CPU, reduced there, copied back).
 - Anything else (sparse, quantized, nested tensors) takes the pickled path, which says so once.
 
 Nothing here imports torch: it is used only when the caller passed a tensor, so torch is loaded.
@@ -19,6 +18,7 @@ Nothing here imports torch: it is used only when the caller passed a tensor, so 
 
 from __future__ import annotations
 
+import functools
 import sys
 import weakref
 from collections.abc import Callable
@@ -27,11 +27,14 @@ from typing import Any
 import numpy as np
 
 from ..core.log import log
+from . import device
+from .algorithms import allreduce_arrays, broadcast_value
+from .calls import run
+from .ops import dtype_problem, op_problem, root_problem
 
 _VIEWS_MAX = 256
 _views: dict[int, tuple[Any, int, tuple, np.ndarray]] = {}  # id(tensor) -> (weakref, data_ptr, shape, view)
 _said: set[str] = set()
-_cuda_aware: bool | None = None
 WIDEN = ("bfloat16", "float16")  # reduced in float32
 
 
@@ -57,30 +60,27 @@ def plain(t: Any) -> bool:
     return t.layout is torch.strided and not t.is_quantized and not t.is_nested and not t.is_meta
 
 
-def cuda_aware() -> bool:
-    """Whether the MPI library takes CUDA device memory (Open MPI: MPIX_Query_cuda_support)."""
-    global _cuda_aware
-    if _cuda_aware is None:
-        _cuda_aware = False
-        try:
-            import ctypes
-
-            with open("/proc/self/maps") as fh:
-                libs = sorted({p for p in fh.read().split() if "/libmpi" in p and ".so" in p})
-            if libs:
-                _cuda_aware = bool(ctypes.CDLL(libs[0]).MPIX_Query_cuda_support())
-        except (OSError, AttributeError):
-            pass
-    return _cuda_aware
+def path(t: Any, kind: str) -> str:
+    """How a tensor takes part in collective `kind`: "pickled" (not dense), "host" (a CPU
+    tensor, through numpy views of its memory), "device" (its memory to MPI) or "staged"."""
+    if not plain(t):
+        return "pickled"
+    where, name = t.device.type, _name(t)
+    how = device.route(where, name, kind, where in device.DIRECT_DEVICES and device.decision().direct)
+    if how == "staged" and where in device.DIRECT_DEVICES and device.decision().direct:
+        say_once(f"staged:{kind}:{name}", "yr.collective.%s: %s tensors on the GPU are staged through host memory: "
+                 "only allreduce and broadcast go to MPI directly, and not reductions of bfloat16/float16 "
+                 "(reduced in float32 on the host)", kind, name)
+    return how
 
 
 def _staged(t: Any) -> Any:
     """A CPU tensor with the contents of `t` (itself when it is on the CPU already)."""
     if t.device.type == "cpu":
         return t
-    say_once("cuda-staged", "yr.collective: tensors on %s are staged through host memory (the MPI library %s "
-             "CUDA-aware); for device tensors use the process group of yrmpi.torch (NCCL)", t.device.type,
-             "is" if cuda_aware() else "is not")
+    if t.device.type not in device.DIRECT_DEVICES:  # (CUDA's path was logged by device.decision)
+        say_once(f"staged:{t.device.type}", "yr.collective: tensors on %s are staged through host memory",
+                 t.device.type)
     return t.detach().cpu()
 
 
@@ -144,6 +144,8 @@ def pickled(what: str, t: Any) -> None:
 def allreduce(call: Callable[..., Any], x: Any, op: Any, group: Any, out: Any) -> Any:
     """`call` is the numpy allreduce; `x` is a dense tensor. Returns a tensor: `out` itself when
     it is given."""
+    if path(x, "allreduce") == "device":
+        return direct_allreduce(x, op, group, out)
     a = view(x)
     if out is None:
         return to_tensor(call(a, op, group, None), x)
@@ -159,16 +161,36 @@ def allreduce(call: Callable[..., Any], x: Any, op: Any, group: Any, out: Any) -
     return into(out, call(a, op, group, o))
 
 
+def direct_allreduce(x: Any, op: Any, group: Any, out: Any) -> Any:
+    """allreduce of a tensor whose memory goes to MPI; `out` and in place as for CPU tensors."""
+    dt = device.np_dtype(x)
+    problem = op_problem(op) or dtype_problem(dt, op)
+    if problem is None and out is not None and not (
+            is_tensor(out) and tuple(out.shape) == tuple(x.shape) and out.dtype == x.dtype and plain(out)):
+        problem = f"out must be a tensor of shape {list(x.shape)} and dtype {str(x.dtype)[6:]}"
+    for t in (x, out):
+        if is_tensor(t):
+            device.sync(t)
+    key = ("allreduce", dt, tuple(x.shape), op)
+    return run("allreduce", group, key, (x.contiguous(), out), problem, functools.partial(allreduce_arrays, op))
+
+
 def allgather(call: Callable[..., Any], x: Any, group: Any) -> Any:
+    path(x, "allgather")  # never "device": called so that a CUDA tensor logs its path once
     return to_tensor(call(view(x, bitwise=True), group), x, bitwise=True)
 
 
 def reduce_scatter(call: Callable[..., Any], x: Any, op: Any, group: Any) -> Any:
+    path(x, "reduce_scatter")  # never "device": called so that a CUDA tensor logs its path once
     return to_tensor(call(view(x), op, group), x)
 
 
 def broadcast(call: Callable[..., Any], x: Any, root: Any, group: Any) -> Any:
     """The root's tensor on every member; a member's own tensor is filled in place."""
+    if path(x, "broadcast") == "device":
+        device.sync(x)
+        return run("broadcast", group, ("broadcast", root), x, root_problem(root),
+                   functools.partial(broadcast_value, root))
     a = view(x, bitwise=True)
     tagged = a.view(TensorView)
     tagged.torch_dtype = _name(x)
@@ -188,13 +210,3 @@ class TensorView(np.ndarray):
 
     def __array_finalize__(self, obj: Any) -> None:
         self.torch_dtype = getattr(obj, "torch_dtype", None)
-
-
-def from_header(arr: np.ndarray, torch_dtype: str | None) -> Any:
-    """What a member that passed None gets from a broadcast whose root sent a tensor."""
-    if not torch_dtype or "torch" not in sys.modules:
-        return arr
-    import torch
-
-    t = torch.from_numpy(np.asarray(arr))
-    return t.view(torch.bfloat16) if torch_dtype == "bfloat16" else t
