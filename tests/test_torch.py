@@ -94,6 +94,46 @@ def test_real_gpus_bound_and_reduced(run_job):
     assert proc.returncode == 0 and f"('cuda', {4.0 * n}, 'cuda', {4.0 * n})" in line, proc.stdout + proc.stderr
 
 
+CUDA_JOB = """
+import torch
+import yrmpi as yr
+import yrmpi.torch as yt
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=1000, custom_resources={"gpu": 1}))
+class W:
+    def go(self):
+        dev = yt.device()
+        r, n = yr.collective.rank(), yr.collective.size()
+        x = torch.full((1000,), float(r + 1), device=dev)
+        out = torch.empty_like(x)
+        assert yr.collective.allreduce(x, out=out) is out and torch.all(out == n * (n + 1) / 2)
+        assert yr.collective.allreduce(x, out=x) is x and torch.all(x == n * (n + 1) / 2)
+        mine = torch.zeros(8, device=dev)
+        got = yr.collective.broadcast(torch.arange(8.0, device=dev) if r == 0 else mine)
+        assert got.device.type == "cuda" and torch.equal(got.cpu(), torch.arange(8.0)) and (r == 0 or got is mine)
+        return n
+
+yr.init()
+n = int(yr.resources()["total"]["custom_total"].get("gpu", 0))
+ws = [W.invoke() for _ in range(n)]
+print("CUDA", yr.get([w.go.invoke() for w in ws]))
+yr.finalize()
+"""
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("setting, path", [("0", "staged through host memory"), ("", None)])
+def test_cuda_tensors_in_collectives_staged_and_detected(run_job, setting, path):
+    """allreduce (out=, in place) and broadcast of CUDA tensors, staged (YRMPI_CUDA_AWARE=0)
+    and on the path the MPI library's answer picks; the log says which."""
+    n = torch.cuda.device_count()
+    proc = run_job(CUDA_JOB, n=n + 1, timeout=300, YRMPI_CUDA_AWARE=setting)
+    assert proc.returncode == 0 and f"CUDA {[n] * n}" in proc.stdout, proc.stdout + proc.stderr
+    said = [x for x in proc.stderr.splitlines() if "CUDA tensors" in x]
+    assert said and (path is None or path in said[0]), proc.stderr
+
+
 # -- the example -----------------------------------------------------------------------------
 @pytest.mark.slow
 def test_torch_sweep_example_matches_single_process_training(tmp_path):

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from conftest import ROOT, job_env
 
+from yrmpi.collective import device
 from yrmpi.core import devices
+from yrmpi.core.errors import YRValueError
 from yrmpi.transport import pickling
 
 torch = pytest.importorskip("torch")
@@ -279,3 +281,80 @@ def test_numpy_and_torch_scalars_are_numbers_in_metrics():
         name = "loss"
 
     assert normalize_metrics(torch.tensor(0.5), Metric()) == {"loss": 0.5}
+
+
+# -- CUDA tensors: straight to MPI or staged (yrmpi/collective/device.py) ----------------------
+@pytest.mark.parametrize("setting, reported, direct, why", [
+    ("1", None, True, "YRMPI_CUDA_AWARE=1"),
+    ("0", True, False, "YRMPI_CUDA_AWARE=0"),
+    (None, True, True, "reports it is CUDA-aware"),
+    ("", False, False, "reports it is not CUDA-aware"),
+    (None, None, False, "has no CUDA query"),
+])
+def test_cuda_path_decided_by_the_variable_else_by_the_library(setting, reported, direct, why):
+    asked = []
+    got = device.decide(setting, lambda: asked.append(1) or reported)
+    assert got.direct is direct and why in got.why, got
+    assert asked == ([] if setting else [1]), "the variable, when set, overrides the library"
+
+
+@pytest.mark.parametrize("bad", ["yes", "true", "2", " 1"])
+def test_a_bad_cuda_aware_setting_names_the_variable_and_the_values(bad):
+    with pytest.raises(YRValueError, match=r"YRMPI_CUDA_AWARE must be 1 .* 0 .* or unset .*got"):
+        device.decide(bad, lambda: True)
+
+
+def test_library_queries_open_mpi_then_mpich_else_none():
+    class OpenMPI:
+        def MPIX_Query_cuda_support(self):
+            return 1
+
+    class MPICH:
+        def __init__(self, supported):
+            self.supported = supported
+
+        def MPIX_GPU_query_support(self, kind, flag):
+            assert kind == device.MPIX_GPU_SUPPORT_CUDA
+            flag.contents.value = self.supported
+            return 0
+
+    assert device.library_reports(OpenMPI()) is True
+    assert device.library_reports(MPICH(1)) is True and device.library_reports(MPICH(0)) is False
+    assert device.library_reports(object()) is None
+
+
+@pytest.mark.parametrize("where, dtype, kind, direct, want", [
+    ("cuda", "float32", "allreduce", True, "device"),
+    ("cuda", "float32", "broadcast", True, "device"),
+    ("cuda", "bfloat16", "broadcast", True, "device"),  # moved bit for bit
+    ("cuda", "bfloat16", "allreduce", True, "staged"),  # reduced in float32 on the host
+    ("cuda", "float16", "allreduce", True, "staged"),
+    ("cuda", "float32", "allgather", True, "staged"),
+    ("cuda", "float32", "reduce_scatter", True, "staged"),
+    ("cuda", "float8_e4m3fn", "broadcast", True, "staged"),
+    ("cuda", "float32", "allreduce", False, "staged"),
+    ("cpu", "float32", "allreduce", True, "host"),
+    ("mps", "float32", "allreduce", True, "staged"),
+])
+def test_route_of_a_tensor(where, dtype, kind, direct, want):
+    assert device.route(where, dtype, kind, direct) == want
+
+
+def test_the_decision_is_made_once_and_logged(monkeypatch, caplog):
+    monkeypatch.setattr(device, "_decision", None)
+    monkeypatch.setenv("YRMPI_CUDA_AWARE", "0")
+    with caplog.at_level("INFO", logger="yrmpi"):
+        first = device.decision()
+        monkeypatch.setenv("YRMPI_CUDA_AWARE", "1")
+        assert device.decision() is first and not first.direct
+    lines = [r.getMessage() for r in caplog.records if "CUDA tensors" in r.getMessage()]
+    assert lines == ["yr.collective: CUDA tensors are staged through host memory (YRMPI_CUDA_AWARE=0); for device "
+                     "tensors use the process group of yrmpi.torch (NCCL)"], lines
+
+
+def test_cpu_tensors_never_ask_for_the_cuda_decision(monkeypatch):
+    from yrmpi.collective import tensors
+
+    monkeypatch.setattr(device, "decision", lambda: pytest.fail("a CPU tensor asked"))
+    assert tensors.path(torch.ones(3), "allreduce") == "host"
+    assert tensors.path(torch.ones(3).to_sparse(), "allreduce") == "pickled"

@@ -116,6 +116,47 @@ class Work:
         assert torch.equal(sparse.to_dense(), torch.full((3,), float(n)))
         return r, n
 
+    def collective_direct(self):
+        """The direct (CUDA-aware) path, on CPU memory: this rank's tensors go to MPI as they are
+        (device.DIRECT_DEVICES patched; restore_route undoes it once every member is done)."""
+        from yrmpi.collective import device
+
+        device.DIRECT_DEVICES, device._decision = ("cuda", "cpu"), device.Decision(True, "a test")
+        r, n = C.rank(), C.size()
+        total = n * (n + 1) / 2
+        x = torch.full((1000,), float(r + 1))
+        got = C.allreduce(x)
+        assert type(got) is torch.Tensor and torch.all(got == total) and torch.all(x == r + 1), got[:3]
+        out = torch.empty(1000)
+        assert C.allreduce(x, out=out) is out and torch.all(out == total)
+        assert C.allreduce(x, out=x) is x and torch.all(x == total)
+        holey = torch.zeros(1000, 2)[:, 0]  # an out that is not contiguous
+        assert C.allreduce(torch.full((1000,), 1.0), out=holey) is holey and torch.all(holey == n)
+        assert torch.allclose(C.allreduce(torch.full((4,), float(r)), op="mean"), torch.full((4,), (n - 1) / 2))
+        assert torch.equal(C.allreduce(torch.tensor([r, -r]), op="max"), torch.tensor([n - 1, 0]))
+        assert torch.equal(C.allreduce(torch.tensor([r == 0, True]), op="min"), torch.tensor([n == 1, True]))
+        mixed = C.allreduce(np.full(3, 1.0) if r % 2 else torch.ones(3, dtype=torch.float64))
+        assert (isinstance(mixed, np.ndarray) if r % 2 else type(mixed) is torch.Tensor) and (mixed == n).all()
+        root = n - 1
+        src = torch.arange(6, dtype=torch.bfloat16) * 0.5
+        mine = torch.zeros(6, dtype=torch.bfloat16)
+        got = C.broadcast(src if r == root else mine, root=root)
+        assert torch.equal(got, src) and (r == root or got is mine), got
+        got = C.broadcast(src if r == 0 else None)
+        assert type(got) is torch.Tensor and got.dtype == torch.bfloat16 and torch.equal(got, src), got
+        try:
+            C.allreduce(torch.ones(3), out=torch.ones(4))
+        except yr.YRError as exc:
+            assert "out must be a tensor of shape [3]" in str(exc), exc
+        else:
+            raise AssertionError("a bad out must raise")
+        return r, n
+
+    def restore_route(self):
+        from yrmpi.collective import device
+
+        device.DIRECT_DEVICES, device._decision = ("cuda",), None
+
     def fail_after(self, delay):
         self.model = yt.ddp(torch.nn.Linear(2, 2))  # held: yrmpi must still release the group
         time.sleep(delay)
@@ -182,6 +223,18 @@ def tensors_in_collectives():
     for cls, n in ((Worker, 3), (SharedWorker, 4)):  # one member per rank; members sharing ranks
         hs = spawn(cls, n)
         assert sorted(yr.get([h.collective_tensors.invoke() for h in hs], timeout=120)) == [(r, n) for r in range(n)]
+        for h in hs:
+            h.terminate(is_sync=True)
+        made.clear()
+
+
+@check
+def tensors_in_collectives_direct():
+    """The path a CUDA-aware MPI gets, on CPU tensors (this machine may have no GPU)."""
+    for cls, n in ((Worker, 3), (SharedWorker, 4)):
+        hs = spawn(cls, n)
+        assert sorted(yr.get([h.collective_direct.invoke() for h in hs], timeout=120)) == [(r, n) for r in range(n)]
+        yr.get([h.restore_route.invoke() for h in hs])
         for h in hs:
             h.terminate(is_sync=True)
         made.clear()
