@@ -3,12 +3,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import functools
-import inspect
 import itertools
-import threading
 from typing import Any, Callable
 
 import yrmpi as yr
@@ -87,12 +83,7 @@ class ActorClass:
         """One creator, or, for an actor that reserves no CPU (Ray's default), one creator per host
         rank that prefers that rank: zero-CPU actors go round the ranks instead of piling onto one."""
         opts = _options.to_invoke_options(self._options, actor=True, namespace=_state.namespace())
-        cls = self._cls
-        if _coroutine_methods(cls) and not hasattr(yr.ObjectRef, "__await__"):
-            cls = _on_an_event_loop(cls)  # this yrmpi runs no async instances itself
-            if "max_concurrency" not in self._options:
-                opts.concurrency = ASYNC_CONCURRENCY
-        base = yr.instance(invoke_options=opts)(cls)
+        base = yr.instance(invoke_options=opts)(self._cls)  # async def methods: yrmpi's async instances
         creators = [base]
         if opts.cpu == 0 and not opts.schedule_affinities:
             hosts = _state.host_ranks()
@@ -133,52 +124,6 @@ class ActorClass:
 
     def __repr__(self) -> str:
         return f"<yrmpi.ray actor class {self.__qualname__}>"
-
-
-ASYNC_CONCURRENCY = 100  # calls of an async actor in flight at once, when each holds a serve thread
-
-
-def _coroutine_methods(cls: type) -> list[str]:
-    return [name for name, member in inspect.getmembers(cls, inspect.iscoroutinefunction)
-            if not name.startswith("__")]
-
-
-class _Loop:
-    """An async actor's event loop, on a thread of its own: its methods' coroutines interleave there."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, name="yrmpi.ray async actor", daemon=True).start()
-
-    def run(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-
-_loop_lock = threading.Lock()
-
-
-def _loop_of(obj: Any) -> _Loop:
-    loop = obj.__dict__.get("_yrmpi_ray_loop")
-    if loop is None:
-        with _loop_lock:
-            loop = obj.__dict__.setdefault("_yrmpi_ray_loop", _Loop())
-    return loop
-
-
-def _on_an_event_loop(cls: type) -> type:
-    """A subclass whose `async def` methods run on the instance's event loop; each call waits for
-    its coroutine on the serve thread that took it, so calls interleave at their awaits."""
-    def wrap(fn: Callable) -> Callable:
-        @functools.wraps(fn)
-        def run(self: Any, *args: Any, **kwargs: Any) -> Any:
-            return _loop_of(self).run(fn(self, *args, **kwargs))
-        return run
-
-    members = {name: wrap(getattr(cls, name)) for name in _coroutine_methods(cls)}
-    sub = type(cls.__name__, (cls,), members)
-    sub.__qualname__ = cls.__qualname__
-    sub.__module__ = cls.__module__
-    return sub
 
 
 class ActorHandle:
