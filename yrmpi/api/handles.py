@@ -12,7 +12,7 @@ from ..core.log import log
 from ..core.options import InvokeOptions
 from ..core.rank import of_this_job
 from ..core.refs import ObjectRef
-from ..roles.caller import InstanceState
+from ..roles.caller import InstanceState, RetryIf
 from ..transport.pickling import after_pickle
 from .groups import register_member
 
@@ -68,12 +68,16 @@ class _Task:
 class FunctionProxy:
     """`@yr.invoke` on a function: `f.invoke(...)` runs it on some host rank."""
 
-    def __init__(self, fn: Callable, opts: InvokeOptions | None, return_nums: int) -> None:
+    def __init__(self, fn: Callable, opts: InvokeOptions | None, return_nums: int,
+                 retry_if: RetryIf | None = None) -> None:
+        """`retry_if`: which errors `retry_times` retries (None: any but a cancel, as in yr;
+        yrmpi.ray passes Ray's policy: crashes, and the user's exceptions only when asked)."""
         self.__wrapped__ = fn
         self.__name__ = getattr(fn, "__name__", "function")
         self.__doc__ = fn.__doc__
         self._opts = _check_options(opts or InvokeOptions())
         self._nret = _check_return_nums(return_nums)
+        self._retry_if = retry_if
 
     def options(self, opts: InvokeOptions) -> FunctionProxy:
         """Set the options used by later `invoke`s of this proxy and return it."""
@@ -89,7 +93,7 @@ class FunctionProxy:
             state = rt.caller.create(_Task, "yrmpi:task", {"run": self._nret}, (self.__wrapped__,), {},
                                      opts, owner, oneshot=True, label=self.__name__)
             return rt.caller.call(state, "run", args, kwargs, self._nret, retries=opts.retry_times,
-                                  resubmit=submit, pending=pending)
+                                  resubmit=submit, pending=pending, retry_if=self._retry_if)
 
         return _shape_refs(submit(), self._nret)
 

@@ -85,20 +85,33 @@ class InstanceState:
 
 CONSTRUCT = object()  # in an instance's queue of messages waiting for placement: send the constructor here
 
+RetryIf = Callable[[BaseException], bool]  # a stateless call's error -> run it again (while retries are left)
+
+
+class RankDiedError(InstanceExitedError):
+    """The instance died with its rank (a process failure): what its calls in flight get, so a
+    retry policy can tell a crash from the user's exception (Ray retries tasks on crashes);
+    `stateless`: the instance ran a stateless call (Ray: the worker crashed, not the actor)."""
+
+    def __init__(self, message: str = "", code: int | None = None, stateless: bool = False) -> None:
+        super().__init__(message, code)
+        self.stateless = stateless
+
 
 class PendingCall:
     """A call sent and not answered yet (one per call: a plain class with slots, it is cheap)."""
 
-    __slots__ = ("call_id", "refs", "state", "nret", "resubmit", "retries_left", "encoded")
+    __slots__ = ("call_id", "refs", "state", "nret", "resubmit", "retries_left", "retry_if", "encoded")
 
     def __init__(self, call_id: int, refs: list[ObjectRef], state: InstanceState, nret: int,
-                 resubmit: Any = None, retries_left: int = 0) -> None:
+                 resubmit: Any = None, retries_left: int = 0, retry_if: RetryIf | None = None) -> None:
         self.call_id = call_id
         self.refs = refs
         self.state = state
         self.nret = nret
         self.resubmit = resubmit  # stateless calls: submit(pending) runs the call again, on a new instance
         self.retries_left = retries_left
+        self.retry_if = retry_if  # which errors are retried; None: any but a cancel (yr's retry_times)
         self.encoded: tuple | None = None  # kept for an instance that may be recovered: sent again
 
     @property
@@ -298,9 +311,10 @@ class Caller:
                     state.pending.extend(call.encoded for call in self.calls.values()
                                          if call.state is state and call.encoded is not None)
                 continue
-            error = InstanceExitedError(
+            error = RankDiedError(
                 f"{state.cls_name} instance {state.iid:x} died with rank {state.rank} (process failure); "
-                "calls in flight are lost (if it has recover_retry_times left it restarts elsewhere: call again)")
+                "calls in flight are lost (if it has recover_retry_times left it restarts elsewhere: call again)",
+                stateless=state.oneshot)
             with state.lock:
                 state.rank = None
             self._fail_calls(state, error)
@@ -316,9 +330,11 @@ class Caller:
         self.on_placed(iid, rank, iid)
 
     def on_gone(self, iid: int, code: int, reason: str) -> None:
+        """The scheduler's word that an instance died with its rank and will not restart (it can
+        come before this rank sees the death itself)."""
         state = self.instances.get(iid)
         if state is not None:
-            self.end_instance(state, InstanceExitedError(reason, code))
+            self.end_instance(state, RankDiedError(reason, code, stateless=state.oneshot))
 
     def end_instance(self, state: InstanceState, error: BaseException) -> None:
         """Fail everything still waiting on this instance here."""
@@ -347,8 +363,10 @@ class Caller:
 
     @staticmethod
     def _fail_or_retry(call: PendingCall, error: BaseException) -> None:
-        """A stateless call with retries left runs again on a new one-shot instance."""
-        if call.resubmit is not None and call.retries_left > 0 and not isinstance(error, CancelError):
+        """A stateless call with retries left runs again on a new one-shot instance, if its
+        retry policy takes this error (a cancelled call never runs again)."""
+        if (call.resubmit is not None and call.retries_left > 0 and not isinstance(error, CancelError)
+                and (call.retry_if is None or call.retry_if(error))):
             call.resubmit(call)  # sends from the polling thread: small and non-blocking
             return
         for slot in call.slots:
@@ -357,7 +375,7 @@ class Caller:
     # -- calls -----------------------------------------------------------------------------
     def call(
         self, state: InstanceState, method: str, args: tuple, kwargs: dict, nret: int,
-        retries: int = 0, resubmit: Any = None, pending: PendingCall | None = None,
+        retries: int = 0, resubmit: Any = None, pending: PendingCall | None = None, retry_if: RetryIf | None = None,
     ) -> list[ObjectRef]:
         """Send a call (or queue it until the instance is placed); refs to its results."""
         here = self.here
@@ -370,7 +388,7 @@ class Caller:
             refs = [ObjectRef(call_id, here.rank, Slot())]
             if nret > 1:
                 refs += [ObjectRef(here.new_id(), here.rank, Slot()) for _ in range(1, nret)]
-            pending = PendingCall(call_id, refs, state, nret, resubmit, retries)
+            pending = PendingCall(call_id, refs, state, nret, resubmit, retries, retry_if)
         else:  # a retry: same call id and refs, a new instance
             pending.state = state
             pending.retries_left -= 1
