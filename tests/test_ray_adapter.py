@@ -23,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "tests" / "jobs" / "ray_examples"
 COMPARED = ["tree_of_actors", "parameter_server", "actor_pool", "fault_tolerance", "named_actor", "semantics",
-            "async_actor"]
+            "async_actor", "task_retries"]
 UNORDERED: set[str] = set()  # examples whose line order is not defined (compared sorted)
 TIMEOUT_S = 180
 
@@ -44,11 +44,18 @@ def _env() -> dict:
 
 
 def _lines(text: str) -> list[str]:
-    """The program's own output: Ray's log lines on stdout ("(raylet) ...", "(Actor pid=...)") dropped."""
+    """The program's own output: Ray's log lines on stdout ("(raylet) ...", "(Actor pid=...)") dropped,
+    with the remote traceback that follows a "(raylet) Task f failed ... User exception:" line (a
+    retried task's): "ray::f() (pid=...)", indented frames, and the exception's line last."""
     out = []
+    in_traceback = False
     for line in text.splitlines():
         plain = re.sub(r"\x1b\[[0-9;]*m", "", line)
+        if in_traceback:
+            in_traceback = plain.startswith((" ", "ray::"))
+            continue
         if not plain.strip() or re.match(r"^\((raylet|\w+ pid=\d+)", plain):
+            in_traceback = plain.rstrip().endswith("User exception:")
             continue
         out.append(plain)
     return out
@@ -126,7 +133,7 @@ def test_options_map_onto_invoke_options() -> None:
     from yrmpi.ray import _options
 
     task = _options.to_invoke_options({}, actor=False)
-    assert (task.cpu, task.memory, task.retry_times) == (1000, 0, 0)  # Ray: a task holds 1 CPU
+    assert (task.cpu, task.memory, task.retry_times) == (1000, 0, 3)  # Ray: a task holds 1 CPU, 3 retries
     actor = _options.to_invoke_options({"num_cpus": 2, "num_gpus": 1, "memory": 3 * 2**20, "resources": {"x": 2},
                                         "name": "a", "lifetime": "detached", "get_if_exists": True,
                                         "max_restarts": 3, "max_concurrency": 8,
@@ -139,6 +146,39 @@ def test_options_map_onto_invoke_options() -> None:
     assert _options.to_invoke_options({"max_restarts": -1}, actor=True).recover_retry_times > 1000
     retried = _options.to_invoke_options({"max_retries": 2, "retry_exceptions": True}, actor=False)
     assert retried.retry_times == 2
+    assert _options.to_invoke_options({"max_retries": -1}, actor=False).retry_times > 1000
+
+
+def test_rays_retry_policy_retries_crashes_and_only_the_exceptions_asked_for() -> None:
+    import yrmpi as yr
+    from yrmpi.core.errors import invoke_error
+    from yrmpi.ray import _options
+    from yrmpi.roles.caller import RankDiedError
+
+    def raised(exc: Exception) -> yr.YRInvokeError:
+        return invoke_error(exc, type(exc).__name__, str(exc), "", "")
+
+    crash, value_error, key_error = RankDiedError("died with rank 3", stateless=True), ValueError("v"), KeyError("k")
+    default = _options.retry_if({})
+    assert default(crash) and not default(raised(value_error))
+    assert not default(yr.InstanceExitedError("killed")) and not default(yr.ResourceError("no room"))
+    only = _options.retry_if({"retry_exceptions": [ValueError]})
+    assert only(crash) and only(raised(value_error)) and not only(raised(key_error))
+    anything = _options.retry_if({"retry_exceptions": True})
+    assert anything(raised(key_error)) and not anything(yr.CancelError("c"))
+
+
+@pytest.mark.parametrize("options, error", [
+    ({"max_retries": -2}, "The keyword 'max_retries' only accepts None, 0, -1 or a positive integer"),
+    ({"max_retries": 1.5}, "The keyword 'max_retries' only accepts None, 0, -1 or a positive integer"),
+    ({"retry_exceptions": "ValueError"}, "retry_exceptions must be either a boolean or a list of exceptions"),
+    ({"retry_exceptions": [ValueError, 3]}, "retry_exceptions must be either a boolean or a list of exceptions"),
+])
+def test_bad_retry_options_fail_at_decoration_with_rays_words(options: dict, error: str) -> None:
+    import yrmpi.ray as ray
+
+    with pytest.raises(ValueError, match=re.escape(error)):
+        ray.remote(**options)(lambda: 0)
 
 
 @pytest.mark.parametrize("options, error", [
@@ -207,3 +247,39 @@ def test_errors_map_onto_rays() -> None:
     assert isinstance(rex.from_yrmpi(yr.CancelError("c")), rex.TaskCancelledError)
     died = rex.from_yrmpi(yr.InstanceExitedError("this instance is terminated"))
     assert isinstance(died, rex.ActorDiedError) and "ray.kill" in str(died)
+
+
+def test_yr_retry_times_still_retries_any_error(run_job, tmp_path: Path) -> None:
+    """Ray's retry policy is the adapter's: a plain `yr.invoke` with `retry_times` retries the
+    user's exception and a crash of its rank alike, as yr does."""
+    proc = run_job(f"""
+        import os, signal
+        import yrmpi as yr
+
+        def first(name):
+            path = os.path.join({str(tmp_path)!r}, name)
+            if os.path.exists(path):
+                return False
+            open(path, "w").close()
+            return True
+
+        @yr.invoke(invoke_options=yr.InvokeOptions(retry_times=1))
+        def flaky(name, crash):
+            if first(name):
+                if crash:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                raise ValueError("first attempt")
+            return "done"
+
+        yr.init()
+        print("raised once:", yr.get(flaky.invoke("a", False), timeout=60))
+        print("crashed once:", yr.get(flaky.invoke("b", True), timeout=60))
+        try:
+            yr.get(yr.invoke(flaky.__wrapped__).invoke("c", False), timeout=60)
+        except ValueError:
+            print("retry_times=0: not retried")
+        yr.finalize()
+    """, n=4)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "raised once: done" in proc.stdout and "crashed once: done" in proc.stdout, proc.stdout
+    assert "retry_times=0: not retried" in proc.stdout, proc.stdout

@@ -1,14 +1,17 @@
 """Ray's `.options(...)` / `@ray.remote(...)` keywords, checked as Ray checks them and mapped onto
 `yr.InvokeOptions`: whole CPUs onto millicores, bytes onto MB, `num_gpus` onto the `gpu` custom
-resource, `lifetime="detached"`, `max_restarts` onto `recover_retry_times`, SPREAD/DEFAULT onto
-yrmpi's spread/pack placement."""
+resource, `lifetime="detached"`, `max_restarts` onto `recover_retry_times`, `max_retries` onto
+`retry_times` with Ray's retry policy (`retry_if`), SPREAD/DEFAULT onto yrmpi's spread/pack
+placement."""
 
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import yrmpi as yr
+from yrmpi.roles.caller import RankDiedError, RetryIf
 
 from .exceptions import UnsupportedError
 
@@ -21,6 +24,8 @@ ACTOR_OPTIONS = _COMMON | {"lifetime", "get_if_exists", "max_restarts", "max_tas
 METHOD_OPTIONS = {"num_returns", "concurrency_group", "max_task_retries", "retry_exceptions", "name",
                   "enable_task_events", "_generator_backpressure_num_objects", "tensor_transport"}
 INFINITE_RESTARTS = 1 << 20  # max_restarts=-1: as many as there are ranks to restart on
+INFINITE_RETRIES = 1 << 20  # max_retries=-1
+DEFAULT_TASK_MAX_RETRIES = 3  # Ray's: a task whose process dies runs again up to 3 times
 
 _OUT_OF_SCOPE_ENV = ("pip", "conda", "uv", "container", "image_uri", "working_dir", "py_modules",
                      "py_executable", "java_jars")
@@ -113,11 +118,40 @@ def to_invoke_options(options: dict, actor: bool, namespace: str = "") -> yr.Inv
                 raise ValueError(f"max_concurrency must be a positive integer, got {concurrency!r}")
             opts.concurrency = min(concurrency, 1000)
     else:
-        if options.get("retry_exceptions"):  # Ray retries user exceptions only when asked; yr's retry_times does
-            retries = options.get("max_retries", 3)
-            opts.retry_times = (1 << 20) if retries == -1 else int(retries)
+        retries = max_retries(options)  # how many times; which failures: retry_if
+        opts.retry_times = INFINITE_RETRIES if retries == -1 else retries
     opts.custom_extensions = extensions
     return opts
+
+
+def max_retries(options: dict) -> int:
+    """A task's `max_retries`: Ray's default 3 (or RAY_TASK_MAX_RETRIES), -1 for unlimited."""
+    value = options.get("max_retries")
+    if value is None:
+        value = int(os.environ.get("RAY_TASK_MAX_RETRIES", DEFAULT_TASK_MAX_RETRIES))
+    if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+        raise ValueError("The keyword 'max_retries' only accepts None, 0, -1 or a positive integer, "
+                         "where -1 represents infinity.")
+    return value
+
+
+def retry_if(options: dict) -> RetryIf:
+    """Ray's retry policy for a task: it runs again when its process died, and after the user's
+    exception only under `retry_exceptions` (True: any; a list of classes: those)."""
+    which = options.get("retry_exceptions", False)
+    if isinstance(which, (list, tuple)) and all(isinstance(c, type) and issubclass(c, Exception) for c in which):
+        which = tuple(which)
+    elif not isinstance(which, bool):
+        raise ValueError("retry_exceptions must be either a boolean or a list of exceptions")
+
+    def retried(error: BaseException) -> bool:
+        if isinstance(error, RankDiedError):
+            return True
+        if not isinstance(error, yr.YRInvokeError) or which is False:
+            return False
+        return which is True or isinstance(error.cause if error.cause is not None else error, which)
+
+    return retried
 
 
 def _strategy(strategy: Any, opts: yr.InvokeOptions) -> dict[str, str]:

@@ -8,7 +8,7 @@ import itertools
 from typing import Any, Callable
 
 import yrmpi as yr
-from yrmpi.api.handles import MethodProxy
+from yrmpi.api.handles import FunctionProxy, MethodProxy
 
 from . import _options, _state
 from .exceptions import UnsupportedError, from_yrmpi
@@ -29,6 +29,7 @@ class RemoteFunction:
         self._options = dict(options)
         self._nret = _options.num_returns(options.get("num_returns", 1))
         _options.to_invoke_options(self._options, actor=False)  # bad values fail at decoration, as in Ray
+        self._retry_if = _options.retry_if(self._options)
         self._proxy: Any = None
         self.__name__ = getattr(fn, "__name__", "function")
         self.__doc__ = fn.__doc__
@@ -36,7 +37,7 @@ class RemoteFunction:
 
     def _build(self) -> Any:
         opts = _options.to_invoke_options(self._options, actor=False)
-        self._proxy = yr.invoke(invoke_options=opts, return_nums=self._nret)(self._function)
+        self._proxy = FunctionProxy(self._function, opts, self._nret, retry_if=self._retry_if)
         return self._proxy
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:

@@ -2,8 +2,9 @@
 
 `RayTaskError` wraps the exception a task or actor method raised and, as in Ray, the instance
 `ray.get` raises is also an instance of the user's class (`except ValueError` works). yrmpi's own
-errors map onto Ray's: an instance that ended -> `RayActorError` (`ActorDiedError`), a timed-out
-`get` -> `GetTimeoutError`, a cancelled call -> `TaskCancelledError`.
+errors map onto Ray's: an instance that ended -> `RayActorError` (`ActorDiedError`), a task whose
+rank died -> `WorkerCrashedError`, a timed-out `get` -> `GetTimeoutError`, a cancelled call ->
+`TaskCancelledError`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import yrmpi as yr
+from yrmpi.roles.caller import RankDiedError
 
 __all__ = [
     "ActorDiedError", "ActorUnavailableError", "GetTimeoutError", "ObjectLostError", "OutOfMemoryError",
@@ -125,8 +127,12 @@ class ActorUnavailableError(RayActorError):
 
 
 class WorkerCrashedError(RayError):
+    """A task's process died while it ran, and its `max_retries` were used up; yrmpi's reason
+    (which rank died) follows Ray's words."""
+
     def __str__(self) -> str:
-        return "The worker died unexpectedly while executing this task."
+        detail = f" ({self.args[0]})" if self.args else ""
+        return f"The worker died unexpectedly while executing this task.{detail}"
 
 
 class TaskCancelledError(RayError):
@@ -178,6 +184,8 @@ def from_yrmpi(exc: BaseException, actor_id: str | None = None) -> BaseException
         return GetTimeoutError(f"Get timed out: some object(s) not ready. ({exc})")
     if isinstance(exc, yr.CancelError):
         return TaskCancelledError(error_message=f"This task or its dependency was cancelled ({exc})")
+    if isinstance(exc, RankDiedError) and exc.stateless:
+        return WorkerCrashedError(str(exc))
     if isinstance(exc, yr.InstanceExitedError):
         msg = str(exc)
         if "killed by yr.kill_instance" in msg or "terminated" in msg:
