@@ -23,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "tests" / "jobs" / "ray_examples"
 COMPARED = ["tree_of_actors", "parameter_server", "actor_pool", "fault_tolerance", "named_actor", "semantics",
-            "async_actor", "task_retries"]
+            "async_actor", "task_retries", "kill_restart"]
 UNORDERED: set[str] = set()  # examples whose line order is not defined (compared sorted)
 TIMEOUT_S = 180
 

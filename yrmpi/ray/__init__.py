@@ -245,9 +245,9 @@ def kill(actor: Any, *, no_restart: bool = True) -> None:
     """End an actor at once (its queued calls fail with RayActorError), and the actors it owns."""
     if not isinstance(actor, ActorHandle):
         raise ValueError(f"ray.kill() only supported for actors. For tasks, try ray.cancel(). Got: {type(actor)}.")
-    if not no_restart:
-        log.warning("ray.kill(no_restart=False): yrmpi.ray restarts actors only when their process dies; "
-                    "the actor is killed for good")
+    if not no_restart:  # it comes back if max_restarts allows, as in Ray; its calls in flight fail
+        _rank.current().caller.restart(actor._inner._state, "killed by ray.kill(no_restart=False)")
+        return
     yr.kill_instance(actor._inner)
 
 

@@ -520,6 +520,15 @@ class Caller:
         else:
             self.here.send(0, msg)
 
+    def restart(self, state: InstanceState, reason: str) -> None:
+        """End an instance so that it comes back, if it has restarts left (`ray.kill(actor,
+        no_restart=False)`): its calls in flight fail; once the scheduler has placed it again
+        (Moved), calls go to the new incarnation. With no restart left it simply ends."""
+        state = state.forward or state
+        with state.lock:
+            state.rank = None  # later calls wait here for its new place, as for one not placed yet
+        self.here.send(0, Kill(state.iid, reason, False, self.here.rank, False, True))
+
     def cancel(self, ref: ObjectRef) -> None:
         call = self.calls.get(ref.id)
         if call is None:
