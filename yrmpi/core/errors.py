@@ -64,6 +64,16 @@ class InstanceExitedError(YRRuntimeError):
     code = ERR_INSTANCE_EXITED
 
 
+class RankDiedError(InstanceExitedError):
+    """The instance died with its rank (a process failure): what its calls in flight get, so a
+    retry policy can tell a crash from the user's exception (Ray retries tasks on crashes);
+    `stateless`: the instance ran a stateless call (Ray: the worker crashed, not the actor)."""
+
+    def __init__(self, message: str = "", code: int | None = None, stateless: bool = False) -> None:
+        super().__init__(message, code)
+        self.stateless = stateless
+
+
 class DeadlockError(ResourceError):
     """Every unit of capacity is held by instances that wait for creations that cannot fit."""
 

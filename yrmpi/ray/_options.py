@@ -11,7 +11,8 @@ import os
 from typing import Any
 
 import yrmpi as yr
-from yrmpi.roles.caller import RankDiedError, RetryIf
+from yrmpi.core.errors import RankDiedError
+from yrmpi.roles.caller import RetryIf
 
 from .exceptions import UnsupportedError
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import yrmpi as yr
-from yrmpi.roles.caller import RankDiedError
+from yrmpi.core.errors import RankDiedError
 
 __all__ = [
     "ActorDiedError", "ActorUnavailableError", "GetTimeoutError", "ObjectLostError", "OutOfMemoryError",

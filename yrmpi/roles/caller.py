@@ -21,6 +21,7 @@ from ..core.errors import (
     CancelError,
     DeadlockError,
     InstanceExitedError,
+    RankDiedError,
     ResourceError,
     YRRuntimeError,
     YRTypeError,
@@ -86,16 +87,6 @@ class InstanceState:
 CONSTRUCT = object()  # in an instance's queue of messages waiting for placement: send the constructor here
 
 RetryIf = Callable[[BaseException], bool]  # a stateless call's error -> run it again (while retries are left)
-
-
-class RankDiedError(InstanceExitedError):
-    """The instance died with its rank (a process failure): what its calls in flight get, so a
-    retry policy can tell a crash from the user's exception (Ray retries tasks on crashes);
-    `stateless`: the instance ran a stateless call (Ray: the worker crashed, not the actor)."""
-
-    def __init__(self, message: str = "", code: int | None = None, stateless: bool = False) -> None:
-        super().__init__(message, code)
-        self.stateless = stateless
 
 
 class PendingCall:
