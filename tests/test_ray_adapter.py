@@ -151,14 +151,13 @@ def test_options_map_onto_invoke_options() -> None:
 
 def test_rays_retry_policy_retries_crashes_and_only_the_exceptions_asked_for() -> None:
     import yrmpi as yr
-    from yrmpi.core.errors import invoke_error
+    from yrmpi.core.errors import invoke_error, rank_died
     from yrmpi.ray import _options
-    from yrmpi.roles.caller import RankDiedError
 
     def raised(exc: Exception) -> yr.YRInvokeError:
         return invoke_error(exc, type(exc).__name__, str(exc), "", "")
 
-    crash, value_error, key_error = RankDiedError("died with rank 3", stateless=True), ValueError("v"), KeyError("k")
+    crash, value_error, key_error = rank_died("died with rank 3", stateless=True), ValueError("v"), KeyError("k")
     default = _options.retry_if({})
     assert default(crash) and not default(raised(value_error))
     assert not default(yr.InstanceExitedError("killed")) and not default(yr.ResourceError("no room"))

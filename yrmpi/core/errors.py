@@ -62,16 +62,18 @@ class InstanceExitedError(YRRuntimeError):
     """The instance ended (terminated, crashed, its owner ended) before the call finished."""
 
     code = ERR_INSTANCE_EXITED
+    rank_died = False  # (see rank_died)
+    stateless = False
 
 
-class RankDiedError(InstanceExitedError):
-    """The instance died with its rank (a process failure): what its calls in flight get, so a
-    retry policy can tell a crash from the user's exception (Ray retries tasks on crashes);
-    `stateless`: the instance ran a stateless call (Ray: the worker crashed, not the actor)."""
-
-    def __init__(self, message: str = "", code: int | None = None, stateless: bool = False) -> None:
-        super().__init__(message, code)
-        self.stateless = stateless
+def rank_died(message: str, code: int | None = None, stateless: bool = False) -> InstanceExitedError:
+    """What calls in flight get when their instance died with its rank (a process failure): an
+    InstanceExitedError, as yr says, marked `rank_died` so that a retry policy can tell a crash
+    from the user's exception (Ray retries tasks on crashes); `stateless`: the instance ran a
+    stateless call (Ray: the worker crashed, not an actor)."""
+    err = InstanceExitedError(message, code)
+    err.rank_died, err.stateless = True, stateless
+    return err
 
 
 class DeadlockError(ResourceError):

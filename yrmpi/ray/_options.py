@@ -11,7 +11,6 @@ import os
 from typing import Any
 
 import yrmpi as yr
-from yrmpi.core.errors import RankDiedError
 from yrmpi.roles.caller import RetryIf
 
 from .exceptions import UnsupportedError
@@ -146,7 +145,7 @@ def retry_if(options: dict) -> RetryIf:
         raise ValueError("retry_exceptions must be either a boolean or a list of exceptions")
 
     def retried(error: BaseException) -> bool:
-        if isinstance(error, RankDiedError):
+        if getattr(error, "rank_died", False):
             return True
         if not isinstance(error, yr.YRInvokeError) or which is False:
             return False

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import yrmpi as yr
-from yrmpi.core.errors import RankDiedError
 
 __all__ = [
     "ActorDiedError", "ActorUnavailableError", "GetTimeoutError", "ObjectLostError", "OutOfMemoryError",
@@ -184,7 +183,7 @@ def from_yrmpi(exc: BaseException, actor_id: str | None = None) -> BaseException
         return GetTimeoutError(f"Get timed out: some object(s) not ready. ({exc})")
     if isinstance(exc, yr.CancelError):
         return TaskCancelledError(error_message=f"This task or its dependency was cancelled ({exc})")
-    if isinstance(exc, RankDiedError) and exc.stateless:
+    if getattr(exc, "rank_died", False) and exc.stateless:
         return WorkerCrashedError(str(exc))
     if isinstance(exc, yr.InstanceExitedError):
         msg = str(exc)

@@ -21,12 +21,12 @@ from ..core.errors import (
     CancelError,
     DeadlockError,
     InstanceExitedError,
-    RankDiedError,
     ResourceError,
     YRRuntimeError,
     YRTypeError,
     YRValueError,
     error_from_info,
+    rank_died,
 )
 from ..core.messages import (
     CALL,
@@ -302,7 +302,7 @@ class Caller:
                     state.pending.extend(call.encoded for call in self.calls.values()
                                          if call.state is state and call.encoded is not None)
                 continue
-            error = RankDiedError(
+            error = rank_died(
                 f"{state.cls_name} instance {state.iid:x} died with rank {state.rank} (process failure); "
                 "calls in flight are lost (if it has recover_retry_times left it restarts elsewhere: call again)",
                 stateless=state.oneshot)
@@ -325,7 +325,7 @@ class Caller:
         come before this rank sees the death itself)."""
         state = self.instances.get(iid)
         if state is not None:
-            self.end_instance(state, RankDiedError(reason, code, stateless=state.oneshot))
+            self.end_instance(state, rank_died(reason, code, stateless=state.oneshot))
 
     def end_instance(self, state: InstanceState, error: BaseException) -> None:
         """Fail everything still waiting on this instance here."""
