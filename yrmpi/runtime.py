@@ -137,6 +137,7 @@ class Runtime:
         # The Rank protocol's methods used on every call are the mechanisms' own (no wrapper call):
         self.encode, self.send_encoded = self.wire.encode, self.wire.send_encoded
         self.submit, self.kick = self.progress.submit, self.progress.kick
+        self.set_current_instance = partial(setattr, self.context, "instance")  # (C calls only)
         self._handlers = self._handler_table()
 
     def _bootstrap(self, comm: Any, config: Config | None) -> dict:
@@ -185,9 +186,6 @@ class Runtime:
     # -- the Rank protocol (core/rank.py) ---------------------------------------------------
     def current_instance(self) -> Any:
         return getattr(self.context, "instance", None)
-
-    def set_current_instance(self, inst: Any) -> None:
-        self.context.instance = inst
 
     def failed_ranks(self) -> set[int]:
         return self.wire.failed

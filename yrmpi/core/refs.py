@@ -144,6 +144,17 @@ class ObjectRef:
         return future
 
 
+def new_ref(ref_id: int, owner: int, slot: Slot) -> ObjectRef:
+    """A ref with its slot, built without ObjectRef's __new__ (the SDK's `ObjectRef(object_id)`
+    form): every call makes one, and that path costs two Python calls more."""
+    ref = _new_object(ObjectRef)
+    ref.id, ref.owner, ref._slot = ref_id, owner, slot
+    return ref
+
+
+_new_object = object.__new__
+
+
 def slot_of(ref: ObjectRef) -> Slot:
     """The state behind a ref, for the roles that resolve or serve it (not for user code)."""
     return ref._slot

@@ -44,11 +44,10 @@ from ..core.messages import (
     Ref,
     Result,
     Terminate,
-    call_form,
 )
 from ..core.options import InvokeOptions
 from ..core.rank import Rank
-from ..core.refs import ObjectRef, Slot, slot_of
+from ..core.refs import ObjectRef, Slot, new_ref
 from ..transport.pickling import dumps, loads
 
 # Cross-layer needs, wired by the runtime: whether any rank could ever hold a demand (cpu,
@@ -92,22 +91,19 @@ RetryIf = Callable[[BaseException], bool]  # a stateless call's error -> run it 
 class PendingCall:
     """A call sent and not answered yet (one per call: a plain class with slots, it is cheap)."""
 
-    __slots__ = ("call_id", "refs", "state", "nret", "resubmit", "retries_left", "retry_if", "encoded")
+    __slots__ = ("call_id", "refs", "slots", "state", "nret", "resubmit", "retries_left", "retry_if", "encoded")
 
-    def __init__(self, call_id: int, refs: list[ObjectRef], state: InstanceState, nret: int,
+    def __init__(self, call_id: int, refs: list[ObjectRef], slots: list[Slot], state: InstanceState, nret: int,
                  resubmit: Any = None, retries_left: int = 0, retry_if: RetryIf | None = None) -> None:
         self.call_id = call_id
         self.refs = refs
+        self.slots = slots  # the refs' slots, in order
         self.state = state
         self.nret = nret
         self.resubmit = resubmit  # stateless calls: submit(pending) runs the call again, on a new instance
         self.retries_left = retries_left
         self.retry_if = retry_if  # which errors are retried; None: any but a cancel (yr's retry_times)
         self.encoded: tuple | None = None  # kept for an instance that may be recovered: sent again
-
-    @property
-    def slots(self) -> list[Slot]:
-        return [slot_of(ref) for ref in self.refs]
 
 
 class Caller:
@@ -376,16 +372,19 @@ class Caller:
             raise state.ended
         if pending is None:
             call_id = here.new_id()
-            refs = [ObjectRef(call_id, here.rank, Slot())]
-            if nret > 1:
-                refs += [ObjectRef(here.new_id(), here.rank, Slot()) for _ in range(1, nret)]
-            pending = PendingCall(call_id, refs, state, nret, resubmit, retries, retry_if)
+            slots = [Slot()]
+            refs = [new_ref(call_id, here.rank, slots[0])]
+            for _ in range(1, nret):
+                slots.append(Slot())
+                refs.append(new_ref(here.new_id(), here.rank, slots[-1]))
+            pending = PendingCall(call_id, refs, slots, state, nret, resubmit, retries, retry_if)
         else:  # a retry: same call id and refs, a new instance
             pending.state = state
             pending.retries_left -= 1
         call_id, refs = pending.call_id, pending.refs
         try:
-            encoded = here.encode(call_form(call_id, here.rank, state.iid, method, args, kwargs, nret))
+            # a Call, built as it travels (core/messages.py: the hot path)
+            encoded = here.encode((CALL, call_id, here.rank, state.iid, method, args, kwargs, nret))
         except Exception as exc:
             raise YRTypeError(
                 f"arguments of {state.cls_name}.{method} cannot be pickled: {exc}"
@@ -410,7 +409,7 @@ class Caller:
             self._fail_or_retry(call, error_from_info(payload))
             return
         if call.nret <= 1:
-            slot_of(call.refs[0]).set_result(payload)
+            call.slots[0].set_result(payload)
             return
         if not isinstance(payload, (tuple, list)):  # as in the SDK: not a sequence is a TypeError,
             err: BaseException = YRTypeError(    # the wrong count a ValueError

@@ -26,7 +26,7 @@ import cloudpickle
 from ..core import errors
 from ..core.errors import InstanceExit, InstanceExitedError, YRRuntimeError, error_info
 from ..core.groups import call_failed
-from ..core.messages import Call, Construct, Drained, Ended, Probe, ProbeResult, Result, Terminate, result_form
+from ..core.messages import RESULT, Call, Construct, Drained, Ended, Probe, ProbeResult, Result, Terminate
 from ..core.rank import Rank
 from ..core.refs import ObjectRef, get
 from ..transport.interrupt import InstanceTornDown, interrupt, run_interruptible
@@ -170,7 +170,8 @@ class Host:
                     item = inst.queue.popleft()
                     inst.lock.release()
                     try:
-                        _switch_env(inst)
+                        if _env_now[0] != inst.iid:  # (the check of _switch_env, inline: on every call)
+                            _switch_env(inst)
                         self._run(inst, item)
                     finally:
                         inst.lock.acquire()
@@ -197,7 +198,7 @@ class Host:
             if nret == 0:
                 value = None
             try:
-                self.here.send(caller, result_form(call_id, True, value))
+                self.here.send(caller, (RESULT, call_id, True, value))  # a Result, as it travels
             except Exception as exc:
                 raise YRRuntimeError(f"the result of {inst.cls_name}.{method} cannot be pickled: {exc}") from exc
         except (InstanceExit, SystemExit) as exc:  # sys.exit() in a call ends the instance, not the rank
@@ -248,7 +249,7 @@ class Host:
             if not ok and inst.ended is not None:
                 msg = Result(call_id, False, inst.ended)
             elif ok:
-                msg = result_form(call_id, True, None if nret == 0 else value)
+                msg = (RESULT, call_id, True, None if nret == 0 else value)  # a Result, as it travels
             else:
                 where = f"{inst.cls_name}.{method}, {inst.label} on {self.origin}"
                 msg = Result(call_id, False, error_info(value, self._origin(inst), where))
@@ -327,9 +328,11 @@ def _call_resolved(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
     try:
         value = fn(*args, **kwargs)
     except BaseException:
-        _exit_if_forked(1)
+        if _forked[0]:
+            _exit_forked(1)
         raise
-    _exit_if_forked(0)
+    if _forked[0]:
+        _exit_forked(0)
     return value
 
 
@@ -337,13 +340,12 @@ _forked = [False]  # True in a child forked from the serving process (no getpid(
 os.register_at_fork(after_in_child=lambda: _forked.__setitem__(0, True))
 
 
-def _exit_if_forked(code: int) -> None:
+def _exit_forked(code: int) -> None:
     """A process forked inside a call that returns into yrmpi must not touch MPI: its copy of
     the rank's MPI state would corrupt the job (rank 0 crashed on its messages). It ends here."""
-    if _forked[0]:
-        os.write(2, b"yrmpi: a process forked inside an instance's call returned into yrmpi; it exits "
-                    b"(end forked children with os._exit)\n")
-        os._exit(code)
+    os.write(2, b"yrmpi: a process forked inside an instance's call returned into yrmpi; it exits "
+                b"(end forked children with os._exit)\n")
+    os._exit(code)
 
 
 def _resolve_refs(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -402,9 +404,8 @@ _env_saved: dict[str, str | None] = {}  # what os.environ had before, for the ke
 def _switch_env(inst: Instance) -> None:
     """Give os.environ the environment of the instance whose code runs next: INSTANCE_ID and
     its env_vars / Config.custom_envs (the previous instance's are undone first). One
-    process serves every instance of a rank: concurrent instances on one rank share it."""
-    if _env_now[0] == inst.iid:
-        return
+    process serves every instance of a rank: concurrent instances on one rank share it. (Called
+    only when another instance's environment is in place: the check is at the call site.)"""
     for key, old in _env_saved.items():
         if old is None:
             os.environ.pop(key, None)

@@ -43,8 +43,10 @@ class Objects:
         return ref
 
     def ensure_fetch(self, ref: ObjectRef) -> None:
+        if ref.owner == self.here.rank:  # (first: most refs are this rank's own, and this is on every get)
+            return
         slot = slot_of(ref)
-        if ref.owner == self.here.rank or slot.done() or slot.fetching:
+        if slot.done() or slot.fetching:
             return
         slot.fetching = True
         self._fetching[ref.id] = slot

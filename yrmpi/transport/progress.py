@@ -289,7 +289,7 @@ class Progress:
 
     def _serve(self) -> None:
         me = threading.get_ident()
-        backoff = Backoff(MIN_SLEEP_S, MAX_SLEEP_S)
+        backoff = None  # made when the thread first backs off after work (not once per call)
         while True:
             job = self._own_job(me)
             if job is None:
@@ -305,14 +305,16 @@ class Progress:
                     with self._cond:
                         if self._poller is None:
                             self._poller = me  # take polling back: no wake-up on the fast path
-                backoff.reset()
+                backoff = None
                 continue
             now = monotonic()
             user_polls = bool(self._waiting) or now - self._last_user_wait < USER_POLLED_S
             if not user_polls and self._spin(me):
-                backoff.reset()
+                backoff = None
                 continue
             idle = user_polls or now - self._last_message > IDLE_AFTER_S
+            if backoff is None:
+                backoff = Backoff(MIN_SLEEP_S, MAX_SLEEP_S)
             sleep = backoff.next(IDLE_SLEEP_S if idle else MAX_SLEEP_S)
             with self._cond:
                 if not self._ready and not self.stopped and self._poller == me:

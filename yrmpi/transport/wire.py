@@ -50,7 +50,7 @@ class Wire:
     def encode(msg: tuple) -> tuple[bytes, list]:
         """Pickle a message now (errors surface at the caller); send it later with send_encoded."""
         buffers = Buffers()
-        return dumps(wire_form(msg), buffers), buffers
+        return dumps(msg if type(msg) is tuple else wire_form(msg), buffers), buffers  # (wire_form, inline)
 
     @staticmethod
     def waits_for_receiver(payload: bytes, buffers: list) -> bool:
@@ -60,7 +60,7 @@ class Wire:
     def send(self, dest: int, msg: tuple) -> None:
         """Send one message; blocks only while large buffers are handed to MPI."""
         buffers = Buffers()
-        self.send_encoded(dest, (dumps(wire_form(msg), buffers), buffers))
+        self.send_encoded(dest, (dumps(msg if type(msg) is tuple else wire_form(msg), buffers), buffers))
 
     def send_encoded(self, dest: int, encoded: tuple[bytes, list]) -> None:
         """Send what `encode` made."""
