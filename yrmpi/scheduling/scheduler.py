@@ -490,6 +490,10 @@ class Scheduler:
             return
         was_placed = rec.state == "placed"
         rec.state = "ended"
+        if fail_creation:  # before the group hears of it: the creator must get the cause first
+            self._fail(rec.creator, rec.iid, code, reason, kind)
+            for creator, waiter_iid in rec.name_waiters:
+                self._fail(creator, waiter_iid, code, reason, kind)
         for watcher in self.watchers:
             watcher.record_ended(rec)
         self.ended_owners[rec.iid] = self.here.clock()
@@ -498,10 +502,6 @@ class Scheduler:
         elif was_placed and (rec.bundle is not None or self.placement.is_alive(rec.rank)):
             self._release(rec)
             self.last_change = self.here.clock()
-        if fail_creation:
-            self._fail(rec.creator, rec.iid, code, reason, kind)
-            for creator, waiter_iid in rec.name_waiters:
-                self._fail(creator, waiter_iid, code, reason, kind)
         key = (rec.spec.namespace, rec.spec.name)
         if rec.spec.name and self.names.get(key) == rec.iid:
             del self.names[key]
