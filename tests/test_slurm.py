@@ -395,9 +395,12 @@ def test_usr1_interrupts_requeues_and_resumes_exactly_once(cluster, tmp_path):
 def test_time_limit_warning_reaches_rank_0_and_requeues(cluster, tmp_path):
     """Slurm's own B:USR1 warning stops the sweep and requeues it. A 3-minute job warned 110 s
     ahead: Slurm checks once a minute and may warn up to 60 s early, so the warning comes 10-70 s
-    after the start (late enough for the ranks to have their handlers, early enough for a test)."""
+    after the start (late enough for the ranks to have their handlers, early enough for a test).
+    The sweep (6 experiments of 45 s, 3 at a time: 90 s) outlasts the latest warning; with 30 s
+    experiments a warning at 60 s once came just as the last ones finished, and nothing was left
+    to requeue."""
     sweep_dir(tmp_path)
-    _, script = generate(tmp_path, "--set", "init.sleep=30", submit=False)
+    _, script = generate(tmp_path, "--set", "init.sleep=45", submit=False)
     proc = sh(["sbatch", "--parsable", "--time=3", "--signal=B:USR1@110", str(script)], cwd=tmp_path, env=job_env())
     assert proc.returncode == 0, proc.stderr
     job = proc.stdout.strip().split(";")[0]
