@@ -101,13 +101,7 @@ class Work:
             assert got.dtype == dt and torch.equal(got, want), (dt, got[0], want[0])
             buf = vals[r].clone()
             assert C.allreduce(buf, out=buf) is buf and torch.equal(buf, want)
-        root = n - 1
-        src = torch.arange(6, dtype=torch.bfloat16) * 0.5
-        mine = torch.zeros(6, dtype=torch.bfloat16)
-        got = C.broadcast(src if r == root else mine, root=root)
-        assert torch.equal(got, src) and (r == root or got is mine), got
-        got = C.broadcast(src if r == 0 else None)
-        assert type(got) is torch.Tensor and got.dtype == torch.bfloat16 and torch.equal(got, src), got
+        _check_bf16_broadcasts(r, n)
         g = C.allgather(torch.full((2,), r, dtype=torch.bfloat16))
         assert g.dtype == torch.bfloat16 and torch.equal(g, torch.arange(n).repeat_interleave(2).view(n, 2).bfloat16())
         rs = C.reduce_scatter(torch.arange(2 * n, dtype=torch.float64) * (r + 1))
@@ -137,13 +131,7 @@ class Work:
         assert torch.equal(C.allreduce(torch.tensor([r == 0, True]), op="min"), torch.tensor([n == 1, True]))
         mixed = C.allreduce(np.full(3, 1.0) if r % 2 else torch.ones(3, dtype=torch.float64))
         assert (isinstance(mixed, np.ndarray) if r % 2 else type(mixed) is torch.Tensor) and (mixed == n).all()
-        root = n - 1
-        src = torch.arange(6, dtype=torch.bfloat16) * 0.5
-        mine = torch.zeros(6, dtype=torch.bfloat16)
-        got = C.broadcast(src if r == root else mine, root=root)
-        assert torch.equal(got, src) and (r == root or got is mine), got
-        got = C.broadcast(src if r == 0 else None)
-        assert type(got) is torch.Tensor and got.dtype == torch.bfloat16 and torch.equal(got, src), got
+        _check_bf16_broadcasts(r, n)
         try:
             C.allreduce(torch.ones(3), out=torch.ones(4))
         except yr.YRError as exc:
@@ -173,6 +161,18 @@ class Work:
             outcome = type(exc).__name__
         return outcome, time.monotonic() - start
 
+
+
+def _check_bf16_broadcasts(r: int, n: int) -> None:
+    """Broadcast of a bf16 tensor into this member's buffer (filled in place) and to a member
+    that passes None (a new tensor), bit for bit."""
+    root = n - 1
+    src = torch.arange(6, dtype=torch.bfloat16) * 0.5
+    mine = torch.zeros(6, dtype=torch.bfloat16)
+    got = C.broadcast(src if r == root else mine, root=root)
+    assert torch.equal(got, src) and (r == root or got is mine), got
+    got = C.broadcast(src if r == 0 else None)
+    assert type(got) is torch.Tensor and got.dtype == torch.bfloat16 and torch.equal(got, src), got
 
 @yr.instance(invoke_options=yr.InvokeOptions(cpu=1000, custom_resources={"ga": 1}))
 class Worker(Work):
