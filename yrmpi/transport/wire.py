@@ -50,7 +50,7 @@ class Wire:
     def encode(msg: tuple) -> tuple[bytes, list]:
         """Pickle a message now (errors surface at the caller); send it later with send_encoded."""
         buffers = Buffers()
-        return dumps(msg if type(msg) is tuple else wire_form(msg), buffers), buffers  # (wire_form, inline)
+        return dumps(msg if type(msg) is tuple else wire_form(msg), buffers), buffers  # (a plain tuple is one)
 
     @staticmethod
     def waits_for_receiver(payload: bytes, buffers: list) -> bool:
