@@ -308,16 +308,19 @@ class Scheduler:
         return True
 
     def _retry_rgs(self) -> None:
-        """Capacity came back: the waiting resource groups, oldest first, take what now fits;
-        one that can no longer fit at all (its ranks died) fails."""
+        """Capacity came back: the waiting resource groups, oldest first, take what now fits."""
+        for name, request in list(self.rg_pending.items()):
+            if self._rg_reserve(request):
+                del self.rg_pending[name]
+
+    def _fail_rgs_that_never_fit(self) -> None:
+        """Ranks died: a waiting resource group that no longer fits even in an empty job fails."""
         for name, request in list(self.rg_pending.items()):
             never = self._rg_never_fits(request)
             if never is not None:
                 del self.rg_pending[name]
                 self.here.send(request.requester, Reply(request.req_id, f"cannot create resource group {name!r}: "
                                                                          f"{never}"))
-            elif self._rg_reserve(request):
-                del self.rg_pending[name]
 
     def on_rg_remove(self, req_id: int, requester: int, name: str) -> None:
         waiting = self.rg_pending.pop(name, None)
@@ -573,6 +576,8 @@ class Scheduler:
                 self.here.send(dest, Gone(rec.iid, errors.ERR_INSTANCE_EXITED, reason))
             self._end_record(rec, errors.ERR_INSTANCE_EXITED, reason)
         self.last_change = self.here.clock()
+        if self.rg_pending:
+            self._fail_rgs_that_never_fit()
         self._retry_waiting()
 
     def _restart(self, rec: Record, reason: str) -> None:
