@@ -34,11 +34,10 @@ import numpy as np
 
 import yrmpi as yr
 from benchmarks import common
+from benchmarks.calls import TAG, _count_for, _raw_pingpong, _yr_sync  # the same measurement as benchmarks/calls.py
 
 TESTBED = common.REPO / "tests" / "multinode" / "testbed.py"
-TAG = 78
 GROUP_TAG = 79
-WARM = 50
 SIZES = {"1 KB": 1 << 10, "1 MB": 1 << 20, "16 MB": 16 << 20}
 
 
@@ -95,32 +94,6 @@ class Worker:
             return times | {"reps": reps}
         finally:
             raw.Free()
-
-
-def _count_for(budget_s: float, per_call_s: float, lo: int = 100, hi: int = 200_000) -> int:
-    return max(lo, min(hi, int(budget_s / max(per_call_s, 1e-7))))
-
-
-def _yr_sync(h, n: int) -> float:
-    start = time.perf_counter()
-    for _ in range(n):
-        yr.get(h.f.invoke())
-    return (time.perf_counter() - start) / n
-
-
-def _raw_pingpong(comm, h, host: int, n: int) -> float:
-    ref = h.pong.invoke(n + WARM)
-    msg = ("f", (), {})
-    for _ in range(WARM):
-        comm.send(msg, dest=host, tag=TAG)
-        comm.recv(source=host, tag=TAG)
-    start = time.perf_counter()
-    for _ in range(n):
-        comm.send(msg, dest=host, tag=TAG)
-        comm.recv(source=host, tag=TAG)
-    elapsed = time.perf_counter() - start
-    yr.get(ref)
-    return elapsed / n
 
 
 def yr_job(out: str, rounds: int, budget: float, ar_rounds: int, ar_budget: float) -> None:
