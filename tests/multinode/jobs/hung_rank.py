@@ -18,6 +18,21 @@ class Stateful:
         return os.getpid()
 
 
+def thread_state(pid: int, tid: str) -> str:
+    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def wait_until_stopped(pid: int) -> None:
+    """kill() returns before the target has stopped; a call sent in that window is still served."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if all(thread_state(pid, tid) in ("T", "t") for tid in os.listdir(f"/proc/{pid}/task")):
+            return
+        time.sleep(0.01)
+    raise RuntimeError(f"rank process {pid} did not stop within 10 s of SIGSTOP")
+
+
 def main():
     yr.init()
     h = Stateful.invoke()
@@ -25,6 +40,7 @@ def main():
     print("PID", pid, flush=True)
     t0 = time.monotonic()
     os.kill(pid, signal.SIGSTOP)  # (same node) the whole rank stops: no thread answers
+    wait_until_stopped(pid)
     try:
         new = yr.get(h.where.invoke(), timeout=60)
         print("RECOVERED", new != pid, f"{time.monotonic() - t0:.1f}", flush=True)
