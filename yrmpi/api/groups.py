@@ -165,9 +165,7 @@ class Group:
         for state in self._states:
             if self.group_opts.same_lifecycle:
                 state.on_end = (state.on_end or []) + [self._member_ended]
-            if self._policy is not None and state.create is not None:  # (the creation not sent yet)
-                state.create = state.create._replace(spec=state.create.spec._replace(policy=self._policy))
-            rt.caller.submit_create(state)
+            rt.caller.submit_create(state, self._policy)
 
     def _member_ended(self, state: InstanceState) -> None:
         if self._quiet:
@@ -211,7 +209,7 @@ class Group:
         if not self._saved:
             raise YRRuntimeError(f"yr.Group({self.group_name!r}) was not suspended")
         for state, saved in zip(self._states, self._saved):
-            rt.caller.recreate(state)
+            rt.caller.recreate(state, self._policy)
             for name, value in (saved or {}).items():
                 rt.caller.call(state, "__setattr__", (name, value), {}, 1)
         self._saved = []

@@ -183,17 +183,20 @@ class Caller:
             self.submit_create(state)
         return state
 
-    def submit_create(self, state: InstanceState) -> None:
-        """Ask the scheduler to place a created instance (at once, or when its yr.Group is invoked)."""
+    def submit_create(self, state: InstanceState, policy: str | None = None) -> None:
+        """Ask the scheduler to place a created instance (at once, or when its yr.Group is invoked,
+        with the group's placement `policy` over the instance's own)."""
         msg, state.create = state.create, None
         if msg is None:
             return
         if msg.iid != state.iid:  # a new incarnation (a resumed group member)
             msg = msg._replace(iid=state.iid)
+        if policy is not None:
+            msg = msg._replace(spec=msg.spec._replace(policy=policy))
         self.here.send(0, msg)
         self._on_created(msg.owner, state.cls_name, state.iid)  # its siblings' group must grow before our next call
 
-    def recreate(self, state: InstanceState) -> None:
+    def recreate(self, state: InstanceState, policy: str | None = None) -> None:
         """A new incarnation of an ended instance this rank created, under a new id, for the same
         handles (yr.Group.resume): its constructor runs again; calls queue until it is placed."""
         spec_msg = state.init and self._last_create.get(state.iid)
@@ -208,7 +211,7 @@ class Caller:
             state.ended, state.released, state.rank = None, False, None
             state.pending = [CONSTRUCT]
         state.create = spec_msg
-        self.submit_create(state)
+        self.submit_create(state, policy)
 
     def on_placed(self, iid: int, rank: int, actual_iid: int) -> None:
         """The scheduler chose `rank`; send the constructor, then calls queued meanwhile."""
