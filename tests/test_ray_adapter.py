@@ -142,6 +142,8 @@ def test_options_map_onto_invoke_options() -> None:
     assert (actor.name, actor.namespace, actor.get_if_exists, actor.detached) == ("a", "ns", True, True)
     assert (actor.recover_retry_times, actor.concurrency) == (3, 8)
     assert actor.custom_extensions["placement"] == "spread"
+    assert actor.custom_extensions["async_limit"] == "8"  # async actors: calls running at once
+    assert _options.to_invoke_options({}, actor=True).custom_extensions["async_limit"] == "1000"  # Ray's default
     assert _options.to_invoke_options({}, actor=True).cpu == 0  # Ray: an actor holds no CPU while it runs
     assert _options.to_invoke_options({"max_restarts": -1}, actor=True).recover_retry_times > 1000
     retried = _options.to_invoke_options({"max_retries": 2, "retry_exceptions": True}, actor=False)

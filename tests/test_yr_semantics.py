@@ -59,6 +59,12 @@ def test_sdk_fields_set_by_attribute_are_kept_and_typos_rejected():
         opt.env_var = {"A": "1"}
 
 
+@pytest.mark.parametrize("limit", ["-1", "two", "1001", 2])
+def test_a_bad_async_limit_is_refused_naming_the_key(limit):
+    with pytest.raises(yr.YRValueError, match=r"custom_extensions\['async_limit'\] must be a whole number 0..1000"):
+        yr.InvokeOptions(custom_extensions={"async_limit": limit}).validated()
+
+
 def test_an_unpicklable_class_fails_at_once_naming_the_attribute(world):
     class WithLock:  # (a local class travels by value, as a driver script's classes do)
         lock = threading.Lock()

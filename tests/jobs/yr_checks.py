@@ -118,6 +118,23 @@ class AsyncWorker:
 
 
 @yr.instance
+class Turnstile:
+    """Counts its `async def` calls inside at once."""
+
+    def __init__(self):
+        self.inside = self.most_inside = 0
+
+    async def hold(self, seconds):
+        self.inside += 1
+        self.most_inside = max(self.most_inside, self.inside)
+        await asyncio.sleep(seconds)
+        self.inside -= 1
+
+    def most(self):
+        return self.most_inside
+
+
+@yr.instance
 class Member:
     def __init__(self):
         self.born_as = yr.fcc.get_function_group_context().rank_id
@@ -372,6 +389,12 @@ def async_instances():
     assert time.monotonic() - t0 < 0.9, "async methods did not run concurrently"
     assert yr.get(w.await_ref.invoke([leaf.invoke(4)])) == 41
     assert yr.get(async_function.invoke(1)) == 2
+    free = Turnstile.invoke()
+    capped = Turnstile.options(yr.InvokeOptions(custom_extensions={"async_limit": "2"})).invoke()
+    yr.get([free.most.invoke(), capped.most.invoke()])  # both constructed: the calls below arrive together
+    yr.get([t.hold.invoke(0.3) for t in (free, capped) for _ in range(5)], timeout=60)
+    assert yr.get(capped.most.invoke()) == 2, "async_limit=2: at most 2 calls at once"
+    assert yr.get(free.most.invoke()) > 2, "no async_limit: the calls interleave"
 
 
 def main() -> None:

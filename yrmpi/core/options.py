@@ -146,6 +146,9 @@ class InvokeOptions:
         policy = self.custom_extensions.get("placement", "pack")
         _check(policy in PLACEMENT_POLICIES,
                f"custom_extensions['placement'] must be one of {PLACEMENT_POLICIES}, got {policy!r}")
+        limit = self.custom_extensions.get("async_limit", "0")
+        _check(isinstance(limit, str) and limit.isdigit() and int(limit) <= 1000,
+               f"custom_extensions['async_limit'] must be a whole number 0..1000 as a str (0: no cap), got {limit!r}")
         if self.name is not None and not isinstance(self.name, str):
             raise YRTypeError(f"InvokeOptions.name must be a str, got {self.name!r}")
         if self.name == "":  # the SDK's default: no name

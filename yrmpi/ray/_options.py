@@ -117,6 +117,7 @@ def to_invoke_options(options: dict, actor: bool, namespace: str = "") -> yr.Inv
             if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
                 raise ValueError(f"max_concurrency must be a positive integer, got {concurrency!r}")
             opts.concurrency = min(concurrency, 1000)
+        extensions["async_limit"] = str(min(concurrency or 1000, 1000))  # async actors: Ray's default 1000
     else:
         retries = max_retries(options)  # how many times; which failures: retry_if
         opts.retry_times = INFINITE_RETRIES if retries == -1 else retries

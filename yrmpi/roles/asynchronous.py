@@ -1,7 +1,9 @@
 """Async instances: an instance's `async def` methods run on an event loop of its own (one
 thread per instance that has such methods), as the SDK runs async classes: the calls interleave
 at their `await`s (`await ref` works: ObjectRef.__await__), whatever `concurrency` says, and the
-mailbox goes on to the next call without waiting for them. Used by host.py."""
+mailbox goes on to the next call without waiting for them; an optional `limit` caps the calls
+running at once (Ray's `max_concurrency` for async actors), the rest wait their turn in arrival
+order. Used by host.py."""
 
 from __future__ import annotations
 
@@ -32,11 +34,13 @@ def async_methods(cls: type) -> frozenset[str]:
 
 class InstanceLoop:
     """The event loop of one instance, on a daemon thread; `enter` runs on that thread first
-    (it makes the instance the thread's current one, for the yr API inside its methods)."""
+    (it makes the instance the thread's current one, for the yr API inside its methods).
+    `limit` > 0: at most that many calls run at once."""
 
-    def __init__(self, label: str, enter: Callable[[], None]) -> None:
+    def __init__(self, label: str, enter: Callable[[], None], limit: int = 0) -> None:
         self.loop = asyncio.new_event_loop()
         self.pending: set[Any] = set()
+        self.gate: asyncio.Semaphore | None = asyncio.Semaphore(limit) if limit > 0 else None
         self.thread = threading.Thread(target=self._run, args=(enter,), name=f"yrmpi-async {label}", daemon=True)
         self.thread.start()
 
@@ -51,7 +55,7 @@ class InstanceLoop:
     def submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict, done: Done) -> None:
         """Start `fn(*args, **kwargs)` (a coroutine function) on the loop; `done` gets its outcome
         on the loop's thread."""
-        future = asyncio.run_coroutine_threadsafe(_call(fn, args, kwargs), self.loop)
+        future = asyncio.run_coroutine_threadsafe(_call(self.gate, fn, args, kwargs), self.loop)
         self.pending.add(future)
 
         def finished(fut: Any) -> None:
@@ -71,5 +75,8 @@ class InstanceLoop:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
-async def _call(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-    return await fn(*args, **kwargs)
+async def _call(gate: asyncio.Semaphore | None, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    if gate is None:
+        return await fn(*args, **kwargs)
+    async with gate:
+        return await fn(*args, **kwargs)

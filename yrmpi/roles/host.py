@@ -48,6 +48,7 @@ class Instance:
         self.oneshot: bool = options.get("oneshot", False)
         self.env: dict | None = options.get("env")  # in os.environ while its code runs (with INSTANCE_ID)
         self.async_methods: frozenset[str] = frozenset()  # its `async def` methods (asynchronous.py)
+        self.async_limit: int = options.get("async_limit", 0)  # of those, how many run at once (0: no cap)
         self.loop: Any = None  # the event loop they run on, started by the first such call
         self.obj: Any = None
         self.constructed = False
@@ -243,7 +244,7 @@ class Host:
             self.here.send(caller, Result(call_id, False, error_info(exc, self._origin(inst))))
             return
         if inst.loop is None:
-            inst.loop = InstanceLoop(inst.label, partial(self.here.set_current_instance, inst))
+            inst.loop = InstanceLoop(inst.label, partial(self.here.set_current_instance, inst), inst.async_limit)
 
         def done(ok: bool, value: Any) -> None:
             if not ok and inst.ended is not None:
