@@ -17,6 +17,7 @@ import yrmpi as yr
 from yrmpi import ObjectRef
 from yrmpi import launch as _launch
 from yrmpi.core import rank as _rank
+from yrmpi.core import refs as _core_refs
 
 from . import _options, _state, exceptions, util
 from ._scope import OUT_OF_SCOPE as _OUT_OF_SCOPE
@@ -204,6 +205,9 @@ def _ray_error(exc: BaseException) -> BaseException:
     if converted is not exc and isinstance(converted, exceptions.RayActorError):
         converted.__cause__ = exc
     return converted
+
+
+_core_refs.view_errors_as(_ray_error)  # `await ref` in a Ray program (an async actor's) raises Ray's classes too
 
 
 def wait(object_refs: list, *, num_returns: int = 1, timeout: float | None = None,

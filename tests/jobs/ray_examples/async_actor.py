@@ -1,9 +1,10 @@
 """Ray's async actors (docs.ray.io, AsyncIO / Concurrency for Actors): an actor with `async def`
 methods runs its calls on one event loop, where they interleave at their awaits; `await ref` and
 `await asyncio.gather(*refs)` wait for tasks inside them; an exception raised in an async method
-reaches `ray.get` as a RayTaskError that is also of the user's class. Every line printed is
-decided by the order of the awaits, not by timing. Runs under Ray and, with only the import line
-changed, under yrmpi.ray."""
+reaches `ray.get` as a RayTaskError that is also of the user's class; `max_concurrency` caps the
+calls running at once. Every line printed is decided by the order of the awaits and the cap,
+not by timing (six calls sent together stay 0.5 s each). Runs under Ray and, with only the
+import line changed, under yrmpi.ray."""
 
 import asyncio
 
@@ -58,13 +59,37 @@ class AsyncActor:
     async def catch_task_error(self):
         try:
             await broken.remote()
-        except KeyError:
-            return "caught KeyError from the task"
+        except KeyError as exc:
+            return f"caught KeyError from the task, a RayTaskError: {isinstance(exc, ray.exceptions.RayTaskError)}"
         return "not raised"
 
     async def fail(self):
         await asyncio.sleep(0)
         raise ValueError("async method failed")
+
+
+@ray.remote
+class Gate:
+    """Counts the calls inside `hold` at once: six sent together, each staying 0.5 s."""
+
+    def __init__(self):
+        self.inside = 0
+        self.most_inside = 0
+
+    async def hold(self):
+        self.inside += 1
+        self.most_inside = max(self.most_inside, self.inside)
+        await asyncio.sleep(0.5)
+        self.inside -= 1
+
+    async def most(self):
+        return self.most_inside
+
+
+def most_at_once(gate):
+    ray.get(gate.most.remote())  # started
+    ray.get([gate.hold.remote() for _ in range(6)], timeout=60)
+    return ray.get(gate.most.remote())
 
 
 if __name__ == "__main__":
@@ -86,4 +111,6 @@ if __name__ == "__main__":
               "a RayTaskError:", isinstance(exc, ray.exceptions.RayTaskError),
               "cause:", repr(exc.cause))
     print("the actor goes on:", ray.get(actor.square_of.remote(3)))
+    print("calls at once, default max_concurrency:", most_at_once(Gate.remote()))
+    print("calls at once, max_concurrency=2:", most_at_once(Gate.options(max_concurrency=2).remote()))
     ray.shutdown()
