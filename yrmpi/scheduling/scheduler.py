@@ -330,7 +330,7 @@ class Scheduler:
         bundles = self.rgroups.pop(name, None)
         if bundles is not None:
             for rec in [r for r in self.records.values() if r.bundle is not None and r.bundle.group == name]:
-                self.on_kill(rec.iid, f"its resource group {name!r} was removed", False, 0, False, False)
+                self._end_now(rec.iid, f"its resource group {name!r} was removed")
             for b in bundles:
                 b.removed = True
                 if self.placement.is_alive(b.rank):
@@ -470,6 +470,11 @@ class Scheduler:
             self.last_change = self.here.clock()
             self._retry_waiting()
 
+    def _end_now(self, iid: int, reason: str) -> None:
+        """End an instance on rank 0's own account (its owner or resource group went): at once,
+        no one waits for it, no restart."""
+        self.on_kill(iid, reason, graceful=False, requester=0, sync=False, restart=False)
+
     def on_kill(self, iid: int, reason: str, graceful: bool, requester: int, sync: bool, restart: bool) -> None:
         rec = self.records.get(iid)
         if rec is None or rec.state == "ended":
@@ -517,7 +522,7 @@ class Scheduler:
         for child_iid in list(rec.children):
             child = self.records.get(child_iid)
             if child is not None and not child.spec.detached:
-                self.on_kill(child_iid, f"its owner {rec.cls} ended ({reason})", False, 0, False, False)
+                self._end_now(child_iid, f"its owner {rec.cls} ended ({reason})")
         del self.records[rec.iid]
         self._retry_waiting()
 
@@ -571,7 +576,7 @@ class Scheduler:
                 self._restart(rec, reason)
                 continue
             for child in list(rec.children):
-                self.on_kill(child, f"its owner {rec.cls} died with rank {rec.rank}", False, 0, False, False)
+                self._end_now(child, f"its owner {rec.cls} died with rank {rec.rank}")
             for dest in self._live_ranks():  # every holder of a handle fails what waits on it
                 self.here.send(dest, Gone(rec.iid, errors.ERR_INSTANCE_EXITED, reason))
             self._end_record(rec, errors.ERR_INSTANCE_EXITED, reason)
@@ -584,7 +589,7 @@ class Scheduler:
         """A placed instance comes back (recover_retry_times): its children end, as they would
         with their owner, and it waits for a rank again; every caller is told where it went."""
         for child in list(rec.children):
-            self.on_kill(child, f"its owner ended: {reason}", False, 0, False, False)
+            self._end_now(child, f"its owner ended: {reason}")
         rec.restarts += 1
         rec.restart_when_ended = False
         rec.state, rec.rank, rec.waiting_since = "waiting", None, self.here.clock()
