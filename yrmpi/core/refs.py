@@ -22,12 +22,18 @@ from .errors import YRTimeoutError, YRTypeError, YRValueError
 _MISSING = object()
 _failures = itertools.count(1)  # the order in which slots failed on this rank (arrival order)
 _callbacks_lock = threading.Lock()  # adding a callback (any thread) vs. taking them to run (the resolver)
-_error_view: Callable[[BaseException], BaseException] | None = None  # see view_errors_as
 
 
-def view_errors_as(view: Callable[[BaseException], BaseException] | None) -> None:
-    """How a failed ref's error reaches `await ref` and `as_future()` in this process (None: as
-    it is); yrmpi.ray installs Ray's exception classes, which its programs catch."""
+def _as_it_is(error: BaseException) -> BaseException:
+    return error
+
+
+_error_view: Callable[[BaseException], BaseException] = _as_it_is  # see view_errors_as
+
+
+def view_errors_as(view: Callable[[BaseException], BaseException]) -> None:
+    """How a failed ref's error reaches `await ref` and `as_future()` in this process;
+    yrmpi.ray installs Ray's exception classes, which its programs catch."""
     global _error_view
     _error_view = view
 
@@ -143,7 +149,7 @@ class ObjectRef:
 
         def resolve(slot: Slot) -> None:
             if slot.error is not None:
-                future.set_exception(slot.error if _error_view is None else _error_view(slot.error))
+                future.set_exception(_error_view(slot.error))
             else:
                 future.set_result(slot.value)
 

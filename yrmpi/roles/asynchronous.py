@@ -8,6 +8,7 @@ order. Used by host.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import threading
 from collections.abc import Callable
@@ -40,7 +41,7 @@ class InstanceLoop:
     def __init__(self, label: str, enter: Callable[[], None], limit: int = 0) -> None:
         self.loop = asyncio.new_event_loop()
         self.pending: set[Any] = set()
-        self.gate: asyncio.Semaphore | None = asyncio.Semaphore(limit) if limit > 0 else None
+        self.gate: Any = asyncio.Semaphore(limit) if limit > 0 else contextlib.nullcontext()
         self.thread = threading.Thread(target=self._run, args=(enter,), name=f"yrmpi-async {label}", daemon=True)
         self.thread.start()
 
@@ -75,8 +76,6 @@ class InstanceLoop:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
-async def _call(gate: asyncio.Semaphore | None, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-    if gate is None:
-        return await fn(*args, **kwargs)
-    async with gate:
+async def _call(gate: Any, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    async with gate:  # a Semaphore, or a nullcontext when there is no cap
         return await fn(*args, **kwargs)

@@ -275,8 +275,9 @@ class Caller:
                    "oneshot": state.oneshot, "label": state.cls_name}
         if state.env:
             options["env"] = state.env
-        if opts.custom_extensions.get("async_limit"):
-            options["async_limit"] = int(opts.custom_extensions["async_limit"])
+        async_limit = int(opts.custom_extensions.get("async_limit", "0"))  # (validated: digits)
+        if async_limit:
+            options["async_limit"] = async_limit
         self.here.send(rank, Construct(state.iid, owner, self.here.rank, cls_key, blob, init_blob, options))
 
     def on_create_failed(self, iid: int, code: int, message: str, kind: str) -> None:
