@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "multinode"))
 from testbed import Testbed, TestbedUnavailable  # noqa: E402
 
 JOBS = Path(__file__).resolve().parent / "multinode" / "jobs"
+# A segfault inside Open MPI's ULFM agreement (MPI_Comm_shrink) across nodes under load: the MPI
+# library's crash, not yrmpi's (docs/faults.md); seen once in about 7 full suite runs.
+ULFM_AGREEMENT_CRASH = "mca_coll_ftagree"
 
 
 # -- launch pieces (no MPI) ----------------------------------------------------------------------
@@ -203,8 +207,13 @@ def test_a_cut_link_is_detected_and_the_job_ends(testbed):
 def test_a_group_across_nodes_carves_again_after_a_member_rank_dies(testbed):
     """SIGKILL of a worker whose group spans two nodes; the next group across the nodes
     allreduces exactly (the carving communicator is shrunk after the death)."""
-    rc, out = testbed.run(["yrmpi", "run", "-n", "6", "--host", testbed.hosts(3), str(JOBS / "group_after_death.py")],
-                          timeout=240)
+    cmd = ["yrmpi", "run", "-n", "6", "--host", testbed.hosts(3), str(JOBS / "group_after_death.py")]
+    rc, out = testbed.run(cmd, timeout=240)
+    if rc != 0 and ULFM_AGREEMENT_CRASH in out:  # Open MPI's own crash (docs/faults.md): once more
+        warnings.warn(f"Open MPI's ULFM agreement crashed in the shrink; running the job again:\n{out[-1500:]}",
+                      stacklevel=1)
+        testbed.kill_jobs()
+        rc, out = testbed.run(cmd, timeout=240)
     assert rc == 0, out[-4000:]
     probe = json.loads(next(line for line in out.splitlines() if line.startswith("PROBE"))[6:])
     assert len({host for host, _ in probe["before"]}) == 2, probe  # the group spans both nodes
